@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "cpm/v1/admin.grpc.pb.h"
+#include "config.h"
+
+namespace cpm::server {
+
+// What Admin.GetInfo reports about the running daemon, fixed once it listens.
+struct ServerFacts {
+  DaemonConfig config;
+  std::string metrics_address;  // with the bound port
+  std::chrono::system_clock::time_point start_time;
+  // Fully-qualified names of the services that answer UNIMPLEMENTED in this build.
+  std::vector<std::string> unimplemented_services;
+};
+
+// cpm.v1.Admin: build, model, device and status information. Thread-safe.
+class AdminService final : public cpm::v1::Admin::CallbackService {
+ public:
+  explicit AdminService(ServerFacts facts) : facts_(std::move(facts)) {}
+
+  // The gRPC port is bound only once the server (and so this service) is running.
+  void set_grpc_address(std::string address);
+
+  grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
+                                    const cpm::v1::GetInfoRequest* request,
+                                    cpm::v1::ServerInfo* response) override;
+
+ private:
+  const ServerFacts facts_;
+  mutable std::mutex mu_;
+  std::string grpc_address_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cpm::server

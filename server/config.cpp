@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "config.h"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace cpm::server {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// One row per config key: how to read it from JSON and where it goes.
+struct Field {
+  const char* key;
+  std::string DaemonConfig::*text = nullptr;
+  int64_t DaemonConfig::*number = nullptr;
+};
+
+constexpr Field kFields[] = {
+    {"listen", &DaemonConfig::listen},
+    {"metrics_listen", &DaemonConfig::metrics_listen},
+    {"data_dir", &DaemonConfig::data_dir},
+    {"model", &DaemonConfig::model},
+    {"log_level", &DaemonConfig::log_level},
+    {"log_format", &DaemonConfig::log_format},
+    {"max_message_bytes", nullptr, &DaemonConfig::max_message_bytes},
+    {"shutdown_grace_seconds", nullptr, &DaemonConfig::shutdown_grace_seconds},
+};
+
+std::string known_keys() {
+  std::vector<std::string> keys;
+  for (const Field& f : kFields) keys.emplace_back(f.key);
+  return absl::StrJoin(keys, ", ");
+}
+
+absl::Status apply_file(const std::string& path, DaemonConfig& config) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path, ": cannot be opened (does it exist and is it readable?)"));
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json doc;
+  try {
+    doc = json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": not valid JSON: ", e.what()));
+  }
+  if (!doc.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": must hold one JSON object of settings"));
+  }
+  for (const auto& [key, value] : doc.items()) {
+    const Field* field = nullptr;
+    for (const Field& f : kFields) {
+      if (key == f.key) field = &f;
+    }
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": unknown key '", key,
+                                                     "' (known keys: ", known_keys(), ")"));
+    }
+    if (field->text != nullptr) {
+      if (!value.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config file ", path, ": '", key, "' must be a string"));
+      }
+      config.*(field->text) = value.get<std::string>();
+    } else {
+      if (!value.is_number_integer()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config file ", path, ": '", key, "' must be an integer"));
+      }
+      config.*(field->number) = value.get<int64_t>();
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void overlay(const std::optional<T>& flag, T& field) {
+  if (flag) field = *flag;
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> parse_host_port(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "' is not HOST:PORT (for example 127.0.0.1:50051)"));
+  }
+  HostPort hp;
+  hp.host = address.substr(0, colon);
+  if (hp.host.front() == '[' && hp.host.back() != ']') {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "': unbalanced '[' in host"));
+  }
+  const std::string port = address.substr(colon + 1);
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), hp.port);
+  if (ec != std::errc() || end != port.data() + port.size() || hp.port < 0 || hp.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': port must be a number from 0 to 65535 (0 picks a free one)"));
+  }
+  return hp;
+}
+
+absl::Status validate(const DaemonConfig& c) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string&>{"listen", c.listen},
+        std::pair<const char*, const std::string&>{"metrics_listen", c.metrics_listen}}) {
+    auto hp = parse_host_port(value);
+    if (!hp.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", hp.status().message()));
+  }
+  if (c.listen == c.metrics_listen && parse_host_port(c.listen)->port != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen and metrics_listen are both ", c.listen, "; give them different ports"));
+  }
+  if (c.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+      c.log_level != "error") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "log_level '", c.log_level, "' is not one of debug, info, warn, error"));
+  }
+  if (c.log_format != "text" && c.log_format != "json") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("log_format '", c.log_format, "' is not one of text, json"));
+  }
+  if (c.max_message_bytes < (1 << 20) || c.max_message_bytes > (1LL << 31) - 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_message_bytes ", c.max_message_bytes,
+                                                   " is out of range [1 MiB, 2 GiB)"));
+  }
+  if (c.shutdown_grace_seconds < 0 || c.shutdown_grace_seconds > 3600) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shutdown_grace_seconds ", c.shutdown_grace_seconds, " is out of range [0, 3600]"));
+  }
+  if (!c.model.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(c.model, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", c.model, "' is not a directory; point --model at a Hugging Face checkpoint "
+          "directory of MiniCPM-o-2.6 (config.json, *.safetensors, tokenizer.json)"));
+    }
+    if (!fs::is_regular_file(fs::path(c.model) / "config.json", ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", c.model, "' has no config.json; is it a Hugging Face checkpoint directory?"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags) {
+  DaemonConfig config;
+  if (flags.config_file) {
+    absl::Status s = apply_file(*flags.config_file, config);
+    if (!s.ok()) return s;
+  }
+  overlay(flags.listen, config.listen);
+  overlay(flags.metrics_listen, config.metrics_listen);
+  overlay(flags.data_dir, config.data_dir);
+  overlay(flags.model, config.model);
+  overlay(flags.log_level, config.log_level);
+  overlay(flags.log_format, config.log_format);
+  overlay(flags.max_message_bytes, config.max_message_bytes);
+  overlay(flags.shutdown_grace_seconds, config.shutdown_grace_seconds);
+  absl::Status s = validate(config);
+  if (!s.ok()) return s;
+  return config;
+}
+
+}  // namespace cpm::server

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace cpm::server {
+
+// Everything cpmd is configured with. Sources, highest precedence first: command-line flags, the
+// JSON config file (--config), the defaults below. Keys of the file are the field names; a key
+// the daemon does not know is an error.
+struct DaemonConfig {
+  // gRPC address, HOST:PORT. Port 0 picks a free port (the daemon logs it). Default: loopback only.
+  std::string listen = "127.0.0.1:50051";
+  // Prometheus /metrics over HTTP, HOST:PORT (port 0 as above).
+  std::string metrics_listen = "127.0.0.1:9464";
+  // Where the job store (SQLite), datasets, checkpoints and adapters live. Created if missing.
+  std::string data_dir = "./var";
+  // Hugging Face checkpoint directory of MiniCPM-o-2.6 (config.json, safetensors, tokenizer).
+  // Empty: start without a model.
+  std::string model;
+  // "debug" | "info" | "warn" | "error".
+  std::string log_level = "info";
+  // "text" (logfmt) | "json".
+  std::string log_format = "text";
+  // Largest gRPC message accepted, in bytes (an encoded image must fit).
+  int64_t max_message_bytes = 64LL << 20;
+  // On SIGTERM/SIGINT, how long in-flight calls get to finish before they are cancelled.
+  int64_t shutdown_grace_seconds = 30;
+};
+
+// Values given on the command line; unset ones fall through to the file and the defaults.
+struct ConfigOverrides {
+  std::optional<std::string> config_file;
+  std::optional<std::string> listen;
+  std::optional<std::string> metrics_listen;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> model;
+  std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
+  std::optional<int64_t> max_message_bytes;
+  std::optional<int64_t> shutdown_grace_seconds;
+};
+
+// Defaults, then the config file if one is named, then the flags; then validate(). Errors are
+// INVALID_ARGUMENT (or NOT_FOUND for a missing file) with a message naming the key and the fix.
+absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags);
+
+// Checks every field: address syntax and port range, log level and format, limits, and that a
+// configured model directory exists and holds config.json.
+absl::Status validate(const DaemonConfig& config);
+
+// A host:port split; the host may be a bracketed IPv6 literal.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+absl::StatusOr<HostPort> parse_host_port(const std::string& address);
+
+}  // namespace cpm::server

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon.h"
+
+#include <fcntl.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "admin_service.h"
+#include "common/build_info.h"
+#include "common/logging.h"
+#include "grpc_metrics.h"
+#include "job_store.h"
+#include "metrics_http.h"
+#include "process_metrics.h"
+#include "unimplemented_services.h"
+
+namespace cpm::server {
+namespace {
+
+namespace fs = std::filesystem;
+using core::log_info;
+
+// Holds an exclusive flock on <data_dir>/cpmd.lock for the daemon's lifetime. The kernel drops it
+// when the process dies, kill -9 included, so a stale file never blocks a restart.
+class DataDirLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<DataDirLock>> acquire(const fs::path& dir) {
+    const fs::path path = dir / "cpmd.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data dir ", dir.string(), ": cannot create ", path.string(), ": ",
+                       std::strerror(errno)));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {};
+      const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+      ::close(fd);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir ", dir.string(), " is in use by another cpmd",
+          n > 0 ? absl::StrCat(" (pid ", std::string(pid, static_cast<size_t>(n)), ")") : "",
+          "; stop it or pass a different --data-dir"));
+    }
+    const std::string self = std::to_string(::getpid());
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, self.data(), self.size(), 0) < 0) {
+      // The pid is informational only; the lock itself is held.
+    }
+    return std::unique_ptr<DataDirLock>(new DataDirLock(fd));
+  }
+  ~DataDirLock() { ::close(fd_); }
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+std::string with_port(const std::string& address, int port) {
+  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
+}
+
+}  // namespace
+
+struct Daemon::State {
+  DaemonConfig config;
+  std::unique_ptr<DataDirLock> lock;
+  std::unique_ptr<JobStore> job_store;
+  Registry registry;
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  std::unique_ptr<AdminService> admin;
+  UnimplementedTraining training;
+  UnimplementedAdapters adapters;
+  UnimplementedOcr ocr;
+  std::unique_ptr<grpc::Server> server;
+  int grpc_port = 0;
+  bool shut_down = false;
+};
+
+Daemon::Daemon(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Daemon::~Daemon() { shutdown(std::chrono::seconds(0)); }
+
+int Daemon::grpc_port() const { return state_->grpc_port; }
+int Daemon::metrics_port() const { return state_->metrics_http->port(); }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config) {
+  const auto started = std::chrono::system_clock::now();
+  auto st = std::make_unique<State>();
+  st->config = config;
+
+  std::error_code ec;
+  const fs::path data_dir = fs::absolute(config.data_dir, ec).lexically_normal();
+  fs::create_directories(data_dir, ec);
+  if (ec || !fs::is_directory(data_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data dir ", config.data_dir, ": cannot create it (", ec.message(),
+        "); pass a writable --data-dir"));
+  }
+  auto lock = DataDirLock::acquire(data_dir);
+  if (!lock.ok()) return lock.status();
+  st->lock = std::move(*lock);
+  auto store = JobStore::open((data_dir / "cpmd.db").string());
+  if (!store.ok()) return store.status();
+  st->job_store = std::move(*store);
+  log_info("job store open", {{"path", st->job_store->path()},
+                              {"schema_version", JobStore::latest_schema_version()}});
+
+  const core::BuildInfo& build = core::build_info();
+  st->registry
+      .gauge("cpm_build_info", "Always 1; the labels describe the running build.",
+             {"version", "git_commit", "torch_version", "grpc_version", "cuda", "image_decoder"})
+      .with({build.version, build.git_commit, build.torch_version, grpc::Version(),
+             build.cuda ? "true" : "false", build.image_decoder})
+      .set(1);
+  register_process_metrics(st->registry);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &st->grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(st->registry));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+
+  auto http = MetricsHttpServer::start(config.metrics_listen, st->registry);
+  if (!http.ok()) return http.status();
+  st->metrics_http = std::move(*http);
+  const std::string metrics_address = with_port(config.metrics_listen, st->metrics_http->port());
+
+  ServerFacts facts;
+  facts.config = config;
+  facts.metrics_address = metrics_address;
+  facts.start_time = started;
+  facts.unimplemented_services = {"cpm.v1.Training", "cpm.v1.Adapters", "cpm.v1.Ocr"};
+  st->admin = std::make_unique<AdminService>(facts);
+  builder.RegisterService(st->admin.get());
+  builder.RegisterService(&st->training);
+  builder.RegisterService(&st->adapters);
+  builder.RegisterService(&st->ocr);
+  st->server = builder.BuildAndStart();
+  if (!st->server || st->grpc_port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "gRPC: cannot listen on ", config.listen,
+        "; is the port in use or the address not local? choose another with --listen"));
+  }
+  const std::string grpc_address = with_port(config.listen, st->grpc_port);
+  st->admin->set_grpc_address(grpc_address);
+
+  // Overall health ("") is SERVING once we listen; a service that cannot answer yet says so.
+  grpc::HealthCheckServiceInterface* health = st->server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus("cpm.v1.Admin", true);
+  for (const std::string& name : facts.unimplemented_services) {
+    health->SetServingStatus(name, false);
+  }
+  log_info("grpc listening", {{"addr", grpc_address}, {"port", st->grpc_port}});
+  log_info("metrics listening", {{"addr", metrics_address},
+                                 {"port", st->metrics_http->port()},
+                                 {"path", "/metrics"}});
+  return std::unique_ptr<Daemon>(new Daemon(std::move(st)));
+}
+
+void Daemon::shutdown(std::chrono::seconds grace) {
+  State& st = *state_;
+  if (st.shut_down) return;
+  st.shut_down = true;
+  if (st.server) {
+    // Probes see NOT_SERVING at once; in-flight calls get `grace` to finish.
+    st.server->GetHealthCheckService()->Shutdown();
+    st.server->Shutdown(std::chrono::system_clock::now() + grace);
+    st.server->Wait();
+  }
+  st.metrics_http.reset();
+  st.job_store.reset();
+  st.lock.reset();
+}
+
+}  // namespace cpm::server

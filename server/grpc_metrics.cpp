@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "grpc_metrics.h"
+
+#include <chrono>
+#include <string>
+
+#include "grpc_code_name.h"
+
+namespace cpm::server {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+using grpc::experimental::ServerRpcInfo;
+
+const char* rpc_type_name(ServerRpcInfo::Type type) {
+  switch (type) {
+    case ServerRpcInfo::Type::UNARY:
+      return "unary";
+    case ServerRpcInfo::Type::CLIENT_STREAMING:
+      return "client_stream";
+    case ServerRpcInfo::Type::SERVER_STREAMING:
+      return "server_stream";
+    case ServerRpcInfo::Type::BIDI_STREAMING:
+      return "bidi_stream";
+  }
+  return "unknown";
+}
+
+class MetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(ServerRpcInfo* info, const GrpcMetricsInterceptorFactory::Families& families)
+      : families_(families), type_(rpc_type_name(info->type())) {
+    // "/package.Service/Method"
+    const std::string full = info->method() ? info->method() : "";
+    const auto slash = full.rfind('/');
+    if (full.size() > 1 && slash != std::string::npos && slash > 0) {
+      service_ = full.substr(1, slash - 1);
+      method_ = full.substr(slash + 1);
+    } else {
+      service_ = "unknown";
+      method_ = full;
+    }
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      start_ = std::chrono::steady_clock::now();
+      families_.started->with({type_, service_, method_}).inc();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      families_.handled->with({type_, service_, method_, cpm::grpc_code_name(status.error_code())}).inc();
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
+      families_.seconds->with({type_, service_, method_}).observe(elapsed.count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const GrpcMetricsInterceptorFactory::Families families_;
+  const std::string type_;
+  std::string service_;
+  std::string method_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+GrpcMetricsInterceptorFactory::GrpcMetricsInterceptorFactory(Registry& registry) {
+  const std::vector<std::string> labels = {"grpc_type", "grpc_service", "grpc_method"};
+  families_.started = &registry.counter("grpc_server_started_total",
+                                        "Total number of RPCs started on the server.", labels);
+  families_.handled = &registry.counter(
+      "grpc_server_handled_total", "Total number of RPCs completed on the server, by status code.",
+      {"grpc_type", "grpc_service", "grpc_method", "grpc_code"});
+  families_.seconds = &registry.histogram(
+      "grpc_server_handling_seconds",
+      "Time from receiving an RPC to sending its status, in seconds.", labels,
+      default_latency_buckets());
+}
+
+grpc::experimental::Interceptor* GrpcMetricsInterceptorFactory::CreateServerInterceptor(
+    ServerRpcInfo* info) {
+  return new MetricsInterceptor(info, families_);
+}
+
+}  // namespace cpm::server

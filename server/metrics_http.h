@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "metrics.h"
+
+class CivetServer;
+
+namespace cpm::server {
+
+// Serves GET /metrics (Prometheus text format) from a Registry over HTTP (civetweb, two worker
+// threads). Stops when destroyed; the registry must outlive it.
+class MetricsHttpServer {
+ public:
+  // Binds `address` (HOST:PORT; port 0 picks a free port). A bind failure is UNAVAILABLE with
+  // the address in the message.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> start(const std::string& address,
+                                                                  Registry& registry);
+  ~MetricsHttpServer();
+
+  // The bound port (the chosen one when 0 was asked for).
+  int port() const { return port_; }
+
+ private:
+  class Handler;
+  MetricsHttpServer() = default;
+
+  std::unique_ptr<Handler> handler_;
+  std::unique_ptr<CivetServer> server_;
+  int port_ = 0;
+};
+
+}  // namespace cpm::server

@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Starts the real cpmd on loopback for integration tests and talks to it.
+
+Environment (set by CTest): CPM_BIN_DIR (cpmd, cpmctl), CPM_PY_STUBS (generated Python stubs).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BIN_DIR = os.environ.get("CPM_BIN_DIR", "")
+STUBS = os.environ.get("CPM_PY_STUBS", "")
+if STUBS and STUBS not in sys.path:
+    sys.path.insert(0, STUBS)
+
+
+# key=bare or key="quoted with \"escapes\""
+_LOGFMT = re.compile(r'(\w+)=(?:("(?:[^"\\]|\\.)*")|(\S+))')
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"{path} is missing: build the project first (CPM_BIN_DIR={BIN_DIR!r})")
+    return path
+
+
+class Daemon:
+    """One cpmd process with free ports and its own data directory."""
+
+    def __init__(self, *extra_args, data_dir=None, env=None):
+        self._tmp = tempfile.TemporaryDirectory(prefix="cpmd-it-")
+        self.data_dir = data_dir or os.path.join(self._tmp.name, "var")
+        self.log_path = os.path.join(self._tmp.name, "cpmd.log")
+        self.args = [binary("cpmd"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                     "--data-dir", self.data_dir, *extra_args]
+        self.env = env
+        self.proc = None
+        self.grpc_port = None
+        self.metrics_port = None
+
+    def start(self, timeout=30):
+        self._log = open(self.log_path, "w+b")
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            records = {r.get("msg"): r for r in self.records()}
+            if "cpmd ready" in records:
+                self.grpc_port = int(records["grpc listening"]["port"])
+                self.metrics_port = int(records["metrics listening"]["port"])
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cpmd exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"cpmd did not become ready in {timeout}s:\n{self.log()}")
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def records(self):
+        """The log as dicts, from either log format."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+            elif line.startswith("ts="):
+                out.append({k: (json.loads(q) if q else b) for k, q, b in _LOGFMT.findall(line)})
+        return out
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def scrape(self):
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.headers.get("Content-Type", ""), resp.read().decode("utf-8")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Sends `sig` and returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        self._tmp.cleanup()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cpmctl(*args, env_extra=None, timeout=60):
+    env = dict(os.environ)
+    env.pop("CPM_SERVER", None)
+    env.update(env_extra or {})
+    return subprocess.run([binary("cpmctl"), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
