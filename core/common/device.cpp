@@ -9,6 +9,7 @@
 #ifdef CPM_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -58,7 +59,7 @@ DeviceInfo cpu_device() {
 #ifdef CPM_WITH_CUDA
 std::vector<DeviceInfo> cuda_devices() {
   std::vector<DeviceInfo> out;
-  const int n = static_cast<int>(at::cuda::device_count());
+  const int n = static_cast<int>(c10::cuda::device_count());
   for (int i = 0; i < n; ++i) {
     const cudaDeviceProp* prop = at::cuda::getDeviceProperties(i);
     DeviceInfo d;
@@ -90,7 +91,7 @@ std::vector<DeviceInfo> cuda_devices() {
 
 bool cuda_available() {
 #ifdef CPM_WITH_CUDA
-  return at::cuda::is_available();
+  return c10::cuda::device_count() > 0;
 #else
   return false;
 #endif

@@ -43,11 +43,7 @@ TEST(BuildInfo, DescribesThisBuild) {
   EXPECT_FALSE(b.git_commit.empty());
   EXPECT_EQ(b.torch_version, compat::kTorchVersion);
   EXPECT_EQ(compat::kHasScaledDotProductAttention, b.torch_version.rfind("1.", 0) != 0);
-#ifdef CPM_WITH_OPENCV
-  EXPECT_EQ(b.image_decoder, "opencv");
-#else
-  EXPECT_EQ(b.image_decoder, "libpng+libjpeg");
-#endif
+  EXPECT_EQ(b.image_decoder, CPM_EXPECT_IMAGE_DECODER);
 }
 
 }  // namespace

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+# Entry points. `make run` and `make test` install what is missing, configure, build, then run.
+#   make run     start cpmd with its embedded defaults (data in ./var, gRPC on 127.0.0.1:50051)
+#   make test    build with warnings as errors and run every test (ctest), then build and test the
+#                libpng/libjpeg image path (CPM_WITH_OPENCV=OFF) as well
+#   make build   just build (build/bin/cpmd, build/bin/cpmctl)
+BUILD ?= build
+BUILD_NO_OPENCV ?= build-no-opencv
+JOBS ?= $(shell nproc)
+CMAKE_ARGS ?=
+RUN_ARGS ?=
+
+# ccache: identical compiles in both build trees and across clones hit the same cache entries.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
+export CCACHE_MAXSIZE ?= 5G
+
+.PHONY: deps build run test test-no-opencv clean
+
+deps:
+	deploy/install-deps.sh
+
+$(BUILD)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCPM_WERROR=ON $(CMAKE_ARGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/bin/cpmd $(RUN_ARGS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory test-no-opencv
+
+# The image decoders are the only code that differs without OpenCV: build the core and its unit
+# tests against libpng + libjpeg and run them.
+test-no-opencv: deps
+	cmake -S . -B $(BUILD_NO_OPENCV) -G Ninja -DCPM_WERROR=ON -DCPM_WITH_OPENCV=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test
+	ctest --test-dir $(BUILD_NO_OPENCV) --output-on-failure -j $(JOBS) -L core
+
+clean:
+	rm -rf $(BUILD) $(BUILD_NO_OPENCV)
