@@ -7,7 +7,8 @@
 #include "absl/status/statusor.h"
 #include "metrics.h"
 
-class CivetServer;
+struct mg_connection;
+struct mg_context;
 
 namespace cpm::server {
 
@@ -16,20 +17,22 @@ namespace cpm::server {
 class MetricsHttpServer {
  public:
   // Binds `address` (HOST:PORT; port 0 picks a free port). A bind failure is UNAVAILABLE with
-  // the address in the message.
+  // the address and civetweb's reason in the message.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> start(const std::string& address,
                                                                   Registry& registry);
   ~MetricsHttpServer();
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
   // The bound port (the chosen one when 0 was asked for).
   int port() const { return port_; }
 
  private:
-  class Handler;
-  MetricsHttpServer() = default;
+  explicit MetricsHttpServer(Registry& registry) : registry_(registry) {}
+  static int handle(mg_connection* conn, void* self);
 
-  std::unique_ptr<Handler> handler_;
-  std::unique_ptr<CivetServer> server_;
+  Registry& registry_;
+  mg_context* context_ = nullptr;
   int port_ = 0;
 };
 

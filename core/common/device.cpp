@@ -76,11 +76,17 @@ std::vector<DeviceInfo> cuda_devices() {
     } else {
       d.memory_total_bytes = static_cast<int64_t>(prop->totalGlobalMem);
     }
-    // Index 0 of each StatArray is the aggregate over the small and large pools.
-    const auto stats =
-        c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(i));
-    d.memory_allocated_bytes = stats.allocated_bytes[0].current;
-    d.memory_reserved_bytes = stats.reserved_bytes[0].current;
+    // The caching allocator sets itself up with the first CUDA tensor; before that it has nothing
+    // allocated and refuses the query. Index 0 of each StatArray is the small + large aggregate.
+    try {
+      const auto stats =
+          c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(i));
+      d.memory_allocated_bytes = stats.allocated_bytes[0].current;
+      d.memory_reserved_bytes = stats.reserved_bytes[0].current;
+    } catch (const c10::Error&) {
+      d.memory_allocated_bytes = 0;
+      d.memory_reserved_bytes = 0;
+    }
     out.push_back(std::move(d));
   }
   return out;
