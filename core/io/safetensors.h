@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The safetensors format: an 8-byte little-endian header length N, N bytes of JSON
+// ({"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}),
+// then the tensor bytes, offsets relative to the end of the header.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cpm::core::io {
+
+enum class DType { kF32, kF16, kBF16, kI64, kI32, kU8, kBool };
+
+// "F32", "BF16", ... as spelled in safetensors headers.
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // byte offsets in the data section
+  uint64_t end = 0;
+};
+
+// The parsed header of one file. Validation: the length fits the file, the JSON is an object, every
+// entry has a known dtype, a shape of non-negative dims, offsets inside the data section, a byte
+// size equal to shape x dtype size, and no two entries overlap. Errors are INVALID_ARGUMENT naming
+// `source` and the tensor.
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // in data-offset order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;  // 8 + header length: where the data section starts in the file
+};
+absl::StatusOr<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, size_t size,
+                                                           const std::string& source);
+
+// One memory-mapped safetensors file. Tensors returned by tensor() alias the mapping (zero copy,
+// read-only in spirit: never write to them) and keep it alive. Thread-safe after open().
+class SafetensorsFile {
+ public:
+  static absl::StatusOr<std::shared_ptr<SafetensorsFile>> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
+  const TensorInfo* find(const std::string& name) const;
+  // A CPU tensor over the mapped bytes. NOT_FOUND for an unknown name.
+  absl::StatusOr<at::Tensor> tensor(const std::string& name) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  SafetensorsHeader header_;
+  std::map<std::string, size_t> index_;  // name -> position in header_.tensors
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+};
+
+// A checkpoint: one `model.safetensors`, or the shards named by `model.safetensors.index.json`
+// (its `weight_map`). A missing or malformed shard is an error naming it.
+class SafetensorsCheckpoint {
+ public:
+  // `path` is a checkpoint directory, a .safetensors file, or an index .json file.
+  static absl::StatusOr<SafetensorsCheckpoint> open(const std::string& path);
+
+  // Every tensor name, sorted.
+  std::vector<std::string> names() const;
+  const TensorInfo* find(const std::string& name) const;
+  absl::StatusOr<at::Tensor> tensor(const std::string& name) const;
+  // The file that holds `name`.
+  const SafetensorsFile* file_of(const std::string& name) const;
+
+ private:
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // name -> index into files_
+};
+
+// Writes `tensors` (contiguous CPU tensors of the supported dtypes; names sorted in the file) to
+// `path` atomically: a temporary file in the same folder, fsync, then rename.
+absl::Status write_safetensors(const std::string& path,
+                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                               const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace cpm::core::io

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cpm-tool's subcommands. Each add_*_command registers one subcommand on the app, with its flags and
+// a callback that does the work and sets the process exit code through `exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cpm::tool {
+
+// Exit codes: 0 ok, 1 the work failed (one clear line on stderr), 2 usage error.
+
+}  // namespace cpm::tool

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cpm-tool: developer and operator utilities over cpm_core (no daemon, no gRPC).
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"cpm-tool: utilities for MiniCPM-o-2.6 checkpoints (tokenize, preprocess, ...)"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return exit_code;
+}
