@@ -45,7 +45,7 @@ absl::StatusOr<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, 
 
 // One memory-mapped safetensors file. Tensors returned by tensor() alias the mapping (zero copy,
 // read-only in spirit: never write to them) and keep it alive. Thread-safe after open().
-class SafetensorsFile {
+class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
  public:
   static absl::StatusOr<std::shared_ptr<SafetensorsFile>> open(const std::string& path);
   ~SafetensorsFile();
