@@ -10,4 +10,7 @@ namespace cpm::tool {
 
 // Exit codes: 0 ok, 1 the work failed (one clear line on stderr), 2 usage error.
 
+// tokenize / detokenize: JSON Lines through the checkpoint's tokenizer.
+void add_tokenize_commands(CLI::App& app, int& exit_code);
+
 }  // namespace cpm::tool

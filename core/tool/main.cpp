@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   CLI::App app{"cpm-tool: utilities for MiniCPM-o-2.6 checkpoints (tokenize, preprocess, ...)"};
   app.require_subcommand(1);
   int exit_code = 0;
+  cpm::tool::add_tokenize_commands(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -220,3 +220,33 @@ TEST(SafetensorsCheckpoint, SingleFileAndErrors) {
 
 }  // namespace
 }  // namespace cpm::core::io
+
+namespace cpm::core::io {
+namespace {
+
+// A checkpoint written by the reference `safetensors` library with torch
+// (tests/core/io/make_safetensors_fixture.py): two shards and an index, every dtype we read.
+TEST(SafetensorsReference, ReadsFilesWrittenByTheReferenceLibrary) {
+  auto ckpt = SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/safetensors");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->names().size(), 10u);
+  const at::Tensor base = at::arange(24, at::kFloat).reshape({2, 3, 4}) / 8 - 1;
+  EXPECT_TRUE(at::equal(*ckpt->tensor("f32"), base));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("f16"), base.to(at::kHalf)));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("bf16"), base.to(at::kBFloat16)));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("i64"), at::arange(5, at::kLong) * -3));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("i32"), at::arange(6, at::kInt).reshape({2, 3})));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("u8"), (at::arange(7, at::kLong) * 30).to(at::kByte)));
+  const at::Tensor flags = *ckpt->tensor("bool");
+  ASSERT_EQ(flags.scalar_type(), at::kBool);
+  EXPECT_EQ(flags.numel(), 3);
+  EXPECT_TRUE(flags[0].item<bool>());
+  EXPECT_FALSE(flags[1].item<bool>());
+  EXPECT_FLOAT_EQ(ckpt->tensor("scalar")->item<float>(), 3.25f);
+  EXPECT_EQ(ckpt->tensor("empty")->sizes(), (at::IntArrayRef{0, 4}));
+  EXPECT_TRUE(at::equal(*ckpt->tensor("layer.weight"), base.reshape({6, 4}).t().contiguous()));
+  EXPECT_EQ(ckpt->file_of("f32")->header().metadata.at("format"), "pt");
+}
+
+}  // namespace
+}  // namespace cpm::core::io
