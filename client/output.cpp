@@ -69,8 +69,22 @@ std::string model_line(const cpm::v1::ModelInfo& m) {
                     m.vision().num_hidden_layers(), m.dtype().c_str(), m.device().c_str());
       return m.path() + buf;
     }
-    case cpm::v1::MODEL_STATE_FAILED:
-      return m.path() + " (not loaded: " + m.error() + ")";
+    case cpm::v1::MODEL_STATE_FAILED: {
+      std::string line = m.path() + " (not loaded: " + m.error() + ")";
+      if (m.llm().hidden_size() > 0) {
+        char buf[256];
+        std::snprintf(buf, sizeof buf,
+                      "\n          %s: LLM %d layers, hidden %d, heads %d/%d, vocab %d; vision %d "
+                      "layers, hidden %d; %d queries per slice, up to %d slices",
+                      m.architecture().c_str(), m.llm().num_hidden_layers(), m.llm().hidden_size(),
+                      m.llm().num_attention_heads(), m.llm().num_key_value_heads(),
+                      m.llm().vocab_size(), m.vision().num_hidden_layers(),
+                      m.vision().hidden_size(), m.resampler().query_num(),
+                      m.slicing().max_slice_nums());
+        line += buf;
+      }
+      return line;
+    }
     default:
       return "unknown";
   }

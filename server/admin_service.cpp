@@ -34,6 +34,53 @@ void fill_device(const core::DeviceInfo& d, cpm::v1::DeviceInfo* out) {
   out->set_cores(d.cores);
 }
 
+void fill_model(const ServerFacts& facts, cpm::v1::ModelInfo* out) {
+  if (!facts.model_configs) {
+    out->set_state(cpm::v1::MODEL_STATE_NONE);
+    return;
+  }
+  // The architecture comes from the checkpoint's config.json; weights are not loaded by this
+  // build (the LibTorch model arrives with issue #4), and the state says so plainly.
+  const core::io::ModelConfig& m = facts.model_configs->model;
+  out->set_state(cpm::v1::MODEL_STATE_FAILED);
+  out->set_error("this build of cpmd reads the checkpoint's configs but does not load weights yet");
+  out->set_path(facts.config.model);
+  out->set_architecture(m.architectures.empty() ? "" : m.architectures.front());
+  out->set_model_type(m.model_type);
+  out->set_dtype(m.torch_dtype);
+  cpm::v1::LlmArchitecture* llm = out->mutable_llm();
+  llm->set_hidden_size(m.hidden_size);
+  llm->set_intermediate_size(m.intermediate_size);
+  llm->set_num_hidden_layers(m.num_hidden_layers);
+  llm->set_num_attention_heads(m.num_attention_heads);
+  llm->set_num_key_value_heads(m.num_key_value_heads);
+  llm->set_head_dim(m.head_dim());
+  llm->set_vocab_size(m.vocab_size);
+  llm->set_rope_theta(m.rope_theta);
+  llm->set_rms_norm_eps(m.rms_norm_eps);
+  llm->set_max_position_embeddings(m.max_position_embeddings);
+  llm->set_tie_word_embeddings(m.tie_word_embeddings);
+  cpm::v1::VisionArchitecture* vision = out->mutable_vision();
+  vision->set_hidden_size(m.vision.hidden_size);
+  vision->set_intermediate_size(m.vision.intermediate_size);
+  vision->set_num_hidden_layers(m.vision_layers_used());
+  vision->set_num_attention_heads(m.vision.num_attention_heads);
+  vision->set_patch_size(m.vision.patch_size);
+  vision->set_image_size(m.vision.image_size);
+  cpm::v1::ResamplerArchitecture* resampler = out->mutable_resampler();
+  resampler->set_query_num(m.query_num);
+  resampler->set_embed_dim(m.hidden_size);
+  resampler->set_num_heads(m.resampler_heads());
+  resampler->set_kv_dim(m.vision.hidden_size);
+  const core::io::PreprocessorConfig& p = facts.model_configs->preprocessor;
+  cpm::v1::SlicingConfig* slicing = out->mutable_slicing();
+  slicing->set_scale_resolution(p.scale_resolution);
+  slicing->set_max_slice_nums(p.max_slice_nums);
+  slicing->set_patch_size(p.patch_size);
+  slicing->set_slice_mode(p.slice_mode);
+  slicing->set_use_image_id(p.use_image_id);
+}
+
 }  // namespace
 
 void AdminService::set_grpc_address(std::string address) {
@@ -47,15 +94,7 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(grpc::CallbackServerContext* con
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   fill_build(response->mutable_build());
 
-  cpm::v1::ModelInfo* model = response->mutable_model();
-  if (facts_.config.model.empty()) {
-    model->set_state(cpm::v1::MODEL_STATE_NONE);
-  } else {
-    // Weight loading arrives with the LibTorch model (issue #4); until then say so plainly.
-    model->set_state(cpm::v1::MODEL_STATE_FAILED);
-    model->set_path(facts_.config.model);
-    model->set_error("this build of cpmd does not load model weights yet");
-  }
+  fill_model(facts_, response->mutable_model());
 
   const absl::Status devices = core::guarded("listing devices", [&] {
     for (const core::DeviceInfo& d : core::list_devices()) fill_device(d, response->add_devices());

@@ -3,18 +3,22 @@
 
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "cpm/v1/admin.grpc.pb.h"
 #include "config.h"
+#include "io/model_config.h"
 
 namespace cpm::server {
 
 // What Admin.GetInfo reports about the running daemon, fixed once it listens.
 struct ServerFacts {
   DaemonConfig config;
+  // The checkpoint's configs, read at start-up when --model is set.
+  std::optional<core::io::CheckpointConfigs> model_configs;
   std::string metrics_address;  // with the bound port
   std::chrono::system_clock::time_point start_time;
   // Fully-qualified names of the services that answer UNIMPLEMENTED in this build.

@@ -16,6 +16,7 @@
 #include "common/build_info.h"
 #include "common/logging.h"
 #include "grpc_metrics.h"
+#include "io/model_config.h"
 #include "job_store.h"
 #include "metrics_http.h"
 #include "process_metrics.h"
@@ -137,6 +138,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
 
   ServerFacts facts;
   facts.config = config;
+  if (!config.model.empty()) {
+    auto configs = core::io::load_checkpoint_configs(config.model);
+    if (!configs.ok()) {
+      return absl::Status(configs.status().code(),
+                          absl::StrCat("model ", config.model, ": ", configs.status().message()));
+    }
+    for (const std::string& missing : configs->missing) {
+      core::log_warn("checkpoint file missing, using the reference defaults",
+                     {{"model", config.model}, {"file", missing}});
+    }
+    facts.model_configs = std::move(*configs);
+    core::log_warn("model weights are not loaded by this build; Ocr and Training stay unimplemented",
+                   {{"model", config.model}});
+  }
   facts.metrics_address = metrics_address;
   facts.start_time = started;
   facts.unimplemented_services = {"cpm.v1.Training", "cpm.v1.Adapters", "cpm.v1.Ocr"};

@@ -150,6 +150,52 @@ class RunningDaemonTest(unittest.TestCase):
             self.assertRegex(line, r'^ts=\S+Z level=(debug|info|warn|error) msg="[^"]*"')
 
 
+MODEL_CONFIG = {
+    "architectures": ["MiniCPMO"], "model_type": "minicpmo", "hidden_size": 256,
+    "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "vocab_size": 151700, "query_num": 64, "slice_config": {"max_slice_nums": 9, "scale_resolution": 448},
+    "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                      "num_attention_heads": 2, "patch_size": 14, "image_size": 980},
+}
+
+
+class ModelDirectoryTest(unittest.TestCase):
+    def test_info_reports_the_checkpoint_architecture(self):
+        with tempfile.TemporaryDirectory() as model:
+            with open(os.path.join(model, "config.json"), "w") as f:
+                json.dump(MODEL_CONFIG, f)
+            with Daemon("--model", model) as d:
+                info = json.loads(cpmctl("--server", d.address, "info", "--json").stdout)
+                m = info["model"]
+                self.assertEqual(m["path"], model)
+                self.assertEqual(m["architecture"], "MiniCPMO")
+                self.assertEqual(m["llm"]["hidden_size"], 256)
+                self.assertEqual(m["llm"]["head_dim"], 64)
+                self.assertEqual(m["vision"]["num_hidden_layers"], 2)
+                self.assertEqual(m["resampler"]["num_heads"], 2)
+                self.assertEqual(m["slicing"]["max_slice_nums"], 9)
+                # Weights are not loaded by this build, and it says so rather than pretending.
+                self.assertEqual(m["state"], "MODEL_STATE_FAILED")
+                self.assertIn("does not load weights", m["error"])
+                text = cpmctl("--server", d.address, "info").stdout
+                self.assertIn("MiniCPMO: LLM 2 layers, hidden 256", text)
+                self.assertIn("preprocessor_config.json", d.log())  # missing optional files are named
+
+    def test_broken_config_json_stops_the_daemon_with_the_reason(self):
+        with tempfile.TemporaryDirectory() as model:
+            with open(os.path.join(model, "config.json"), "w") as f:
+                json.dump(dict(MODEL_CONFIG, hidden_size=250), f)
+            d = Daemon("--model", model)
+            try:
+                with self.assertRaises(RuntimeError) as e:
+                    d.start(timeout=20)
+                self.assertEqual(d.proc.returncode, 1)
+                self.assertIn("config.json", str(e.exception))
+                self.assertIn("hidden_size 250 is not a multiple of num_attention_heads", str(e.exception))
+            finally:
+                d.close()
+
+
 class LifecycleTest(unittest.TestCase):
     def test_sigterm_and_sigint_exit_cleanly(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
