@@ -15,7 +15,10 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: deps build run test test-no-opencv clean
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 30
+
+.PHONY: deps build run test test-no-opencv fuzz clean
 
 deps:
 	deploy/install-deps.sh
@@ -32,6 +35,7 @@ run: build
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory test-no-opencv
+	$(MAKE) --no-print-directory fuzz
 
 # The image decoders are the only code that differs without OpenCV: build the core and its unit
 # tests against libpng + libjpeg and run them.
@@ -40,5 +44,14 @@ test-no-opencv: deps
 	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test
 	ctest --test-dir $(BUILD_NO_OPENCV) --output-on-failure -j $(JOBS) -L core
 
+# Each libFuzzer harness runs for FUZZ_SECONDS from the committed seed files; a crash fails.
+fuzz: deps
+	CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCPM_BUILD_FUZZERS=ON -DCPM_BUILD_TESTS=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target safetensors_header_fuzz
+	mkdir -p $(BUILD_FUZZ)/corpus/safetensors
+	$(BUILD_FUZZ)/fuzz/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -print_final_stats=1 $(BUILD_FUZZ)/corpus/safetensors tests/data/safetensors
+
 clean:
-	rm -rf $(BUILD) $(BUILD_NO_OPENCV)
+	rm -rf $(BUILD) $(BUILD_NO_OPENCV) $(BUILD_FUZZ)
