@@ -453,6 +453,38 @@ absl::StatusOr<std::string> BpeTokenizer::decode(std::span<const int32_t> ids,
 
 }  // namespace
 
+absl::StatusOr<std::string> add_special_tokens(const std::string& json_text,
+                                               const std::vector<std::string>& tokens) {
+  json doc;
+  try {
+    doc = json::parse(json_text);
+    json& added = doc["added_tokens"];
+    if (added.is_null()) added = json::array();
+    const json& vocab = doc.at("model").at("vocab");
+    int32_t next = -1;
+    for (const auto& [token, id] : vocab.items()) next = std::max(next, id.get<int32_t>());
+    for (const json& a : added) next = std::max(next, a.at("id").get<int32_t>());
+    ++next;
+    for (const std::string& token : tokens) {
+      bool present = false;
+      for (json& a : added) {
+        if (a.at("content") == token) {
+          a["special"] = true;
+          present = true;
+        }
+      }
+      if (present) continue;
+      const auto in_vocab = vocab.find(token);
+      const int32_t id = in_vocab != vocab.end() ? in_vocab->get<int32_t>() : next++;
+      added.push_back({{"id", id}, {"content", token}, {"single_word", false}, {"lstrip", false},
+                       {"rstrip", false}, {"normalized", false}, {"special", true}});
+    }
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", e.what()));
+  }
+  return doc.dump();
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> load_bpe_tokenizer_json(const std::string& json_text,
                                                                    const std::string& source) {
   return BpeTokenizer::load(json_text, source);

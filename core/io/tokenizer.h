@@ -40,6 +40,12 @@ class Tokenizer {
 // for now. Errors name the file.
 absl::StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir);
 
+// Returns `json_text` (a tokenizer.json) with `tokens` added as special added tokens, as
+// `tokenizers`' add_special_tokens does: a token already in the vocabulary keeps its id (and becomes
+// an added token, matched whole), a new one takes the next free id, in order.
+absl::StatusOr<std::string> add_special_tokens(const std::string& json_text,
+                                               const std::vector<std::string>& tokens);
+
 // A tokenizer.json, already read.
 absl::StatusOr<std::unique_ptr<Tokenizer>> load_bpe_tokenizer_json(const std::string& json_text,
                                                                    const std::string& source);
