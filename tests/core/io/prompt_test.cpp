@@ -152,3 +152,50 @@ TEST(AddSpecialTokens, KeepsExistingIdsAndAppendsNewOnes) {
 
 }  // namespace
 }  // namespace cpm::core::io
+
+namespace cpm::core::io {
+namespace {
+
+// Prompts from an independent Python implementation of the reference processor on Hugging Face
+// tokenizers (tests/core/io/make_prompt_goldens.py): same text, ids and image_bound.
+TEST(PromptGoldens, MatchTheReferenceProcessor) {
+  const auto goldens = nlohmann::json::parse(read(CPM_TEST_SOURCE_DIR "/tests/data/prompt/goldens.json"));
+  for (const auto& [token, id] : goldens["special_ids"].items()) {
+    EXPECT_EQ(minicpm().token_to_id(token), id.get<int32_t>()) << token;
+  }
+  ASSERT_GE(goldens["cases"].size(), 10u);
+  for (const auto& c : goldens["cases"]) {
+    const std::string name = c["name"];
+    PreprocessorConfig config;
+    config.use_image_id = c["options"].value("use_image_id", true);
+    PromptOptions options;
+    options.add_generation_prompt = c["options"].value("add_generation_prompt", true);
+    std::vector<PromptImage> images;
+    for (const auto& g : c["grids"]) {
+      images.push_back(g.is_null() ? PromptImage{} : PromptImage{std::make_pair(g[0].get<int>(), g[1].get<int>())});
+    }
+    std::vector<ChatTurn> turns;
+    size_t next = 0;
+    for (const auto& turn : c["turns"]) {
+      ChatTurn t{turn[0], {}};
+      for (const auto& item : turn[1]) {
+        if (item == "<img>") {
+          t.content.emplace_back(ImageRef{next++});
+        } else {
+          t.content.emplace_back(item.get<std::string>());
+        }
+      }
+      turns.push_back(std::move(t));
+    }
+    auto p = build_prompt(minicpm(), ChatTemplate::qwen25(), config, turns, images, options);
+    ASSERT_TRUE(p.ok()) << name << ": " << p.status();
+    EXPECT_EQ(p->text, c["text"].get<std::string>()) << name;
+    EXPECT_EQ(p->input_ids, c["input_ids"].get<std::vector<int32_t>>()) << name;
+    std::vector<std::pair<int64_t, int64_t>> bound;
+    for (const auto& b : c["image_bound"]) bound.emplace_back(b[0].get<int64_t>(), b[1].get<int64_t>());
+    EXPECT_EQ(p->image_bound, bound) << name;
+  }
+}
+
+}  // namespace
+}  // namespace cpm::core::io
