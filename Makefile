@@ -32,10 +32,11 @@ build: deps $(BUILD)/build.ninja
 run: build
 	$(BUILD)/bin/cpmd $(RUN_ARGS)
 
+# The main suite runs last, so that its summary closes the output.
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory test-no-opencv
 	$(MAKE) --no-print-directory fuzz
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 # The image decoders are the only code that differs without OpenCV: build the core and its unit
 # tests against libpng + libjpeg and run them.
@@ -50,8 +51,12 @@ fuzz: deps
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
 	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target safetensors_header_fuzz
 	mkdir -p $(BUILD_FUZZ)/corpus/safetensors
-	$(BUILD_FUZZ)/fuzz/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	  -print_final_stats=1 $(BUILD_FUZZ)/corpus/safetensors tests/data/safetensors
+	@echo "fuzz: safetensors_header_fuzz for $(FUZZ_SECONDS) s (log: $(BUILD_FUZZ)/safetensors_header_fuzz.log)"
+	@$(BUILD_FUZZ)/fuzz/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -print_final_stats=1 $(BUILD_FUZZ)/corpus/safetensors tests/data/safetensors \
+	  > $(BUILD_FUZZ)/safetensors_header_fuzz.log 2>&1 \
+	  && grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD_FUZZ)/safetensors_header_fuzz.log \
+	  || { tail -n 60 $(BUILD_FUZZ)/safetensors_header_fuzz.log; exit 1; }
 
 clean:
 	rm -rf $(BUILD) $(BUILD_NO_OPENCV) $(BUILD_FUZZ)
