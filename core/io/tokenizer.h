@@ -35,9 +35,8 @@ class Tokenizer {
   virtual bool is_special(int32_t id) const = 0;
 };
 
-// Loads the tokenizer of a checkpoint: `tokenizer.json` (byte-level BPE) in `dir`, which may also
-// name the file directly. A checkpoint with only a SentencePiece `tokenizer.model` is UNIMPLEMENTED
-// for now. Errors name the file.
+// Loads the tokenizer of a checkpoint: `tokenizer.json` (byte-level BPE) in `dir`, or else a
+// SentencePiece `tokenizer.model`. `dir` may also name either file directly. Errors name the file.
 absl::StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir);
 
 // Returns `json_text` (a tokenizer.json) with `tokens` added as special added tokens, as
@@ -49,5 +48,8 @@ absl::StatusOr<std::string> add_special_tokens(const std::string& json_text,
 // A tokenizer.json, already read.
 absl::StatusOr<std::unique_ptr<Tokenizer>> load_bpe_tokenizer_json(const std::string& json_text,
                                                                    const std::string& source);
+// A SentencePiece model file, through the libcpm_sentencepiece.so module in ../lib beside the
+// executable (UNAVAILABLE if the module is missing).
+absl::StatusOr<std::unique_ptr<Tokenizer>> load_sentencepiece_model(const std::string& path);
 
 }  // namespace cpm::core::io
