@@ -42,21 +42,24 @@ test: build
 # tests against libpng + libjpeg and run them.
 test-no-opencv: deps
 	cmake -S . -B $(BUILD_NO_OPENCV) -G Ninja -DCPM_WERROR=ON -DCPM_WITH_OPENCV=OFF $(CMAKE_ARGS)
-	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test
+	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test core_io_test core_image_test
 	ctest --test-dir $(BUILD_NO_OPENCV) --output-on-failure -j $(JOBS) -L core
 
 # Each libFuzzer harness runs for FUZZ_SECONDS from the committed seed files; a crash fails.
+FUZZERS = safetensors_header_fuzz:tests/data/safetensors image_decode_fuzz:tests/data/images
 fuzz: deps
 	CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCPM_BUILD_FUZZERS=ON -DCPM_BUILD_TESTS=OFF \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
-	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target safetensors_header_fuzz
-	mkdir -p $(BUILD_FUZZ)/corpus/safetensors
-	@echo "fuzz: safetensors_header_fuzz for $(FUZZ_SECONDS) s (log: $(BUILD_FUZZ)/safetensors_header_fuzz.log)"
-	@$(BUILD_FUZZ)/fuzz/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	  -print_final_stats=1 $(BUILD_FUZZ)/corpus/safetensors tests/data/safetensors \
-	  > $(BUILD_FUZZ)/safetensors_header_fuzz.log 2>&1 \
-	  && grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD_FUZZ)/safetensors_header_fuzz.log \
-	  || { tail -n 60 $(BUILD_FUZZ)/safetensors_header_fuzz.log; exit 1; }
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target $(foreach f,$(FUZZERS),$(word 1,$(subst :, ,$(f))))
+	@set -e; for spec in $(FUZZERS); do \
+	  name=$${spec%%:*}; seeds=$${spec#*:}; log=$(BUILD_FUZZ)/$$name.log; \
+	  mkdir -p $(BUILD_FUZZ)/corpus/$$name; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if $(BUILD_FUZZ)/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+	       -print_final_stats=1 $(BUILD_FUZZ)/corpus/$$name $$seeds > $$log 2>&1; then \
+	    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $$log; \
+	  else tail -n 60 $$log; exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(BUILD) $(BUILD_NO_OPENCV) $(BUILD_FUZZ)

@@ -13,4 +13,10 @@ namespace cpm::tool {
 // tokenize / detokenize: JSON Lines through the checkpoint's tokenizer.
 void add_tokenize_commands(CLI::App& app, int& exit_code);
 
+// preprocess: one image decoded and sliced as the model sees it (JSON; --dump writes the tensors).
+void add_preprocess_command(CLI::App& app, int& exit_code);
+
+// prompt: input ids and image bounds of the chat-formatted prompt for one image and a question.
+void add_prompt_command(CLI::App& app, int& exit_code);
+
 }  // namespace cpm::tool

