@@ -50,10 +50,8 @@ class PillowDecodeCases : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new cpm::testing::TempDir();
-    std::string args = "'" + dir_->path().string() + "'";
-    if (std::filesystem::is_directory(formula_dir())) {
-      args += " --formula-dir '" + formula_dir() + "' --formula-count 40";
-    }
+    const std::string args = "'" + dir_->path().string() + "' --formula-dir '" + formula_dir() +
+                             "' --formula-count 40";
     error_ = cpm::testing::run_pillow_script("image_decode_cases.py", args);
     if (error_.empty()) {
       cases_ = nlohmann::json::parse(std::ifstream(dir_->file("manifest.json")))["cases"];
@@ -65,9 +63,9 @@ class PillowDecodeCases : public ::testing::Test {
   }
   void SetUp() override { ASSERT_EQ(error_, ""); }
 
-  // The real LaTeX_OCR formula crops next to the checkout (shared/data), when present.
+  // Real LaTeX_OCR formula crops, committed with the tests.
   static std::string formula_dir() {
-    return std::string(CPM_TEST_SOURCE_DIR) + "/../shared/data/latex_ocr_full_val/images";
+    return std::string(CPM_TEST_SOURCE_DIR) + "/tests/data/images/formulas";
   }
 
   // Whether this build must reproduce Pillow's pixels for a case (else it must reject it).
@@ -135,7 +133,6 @@ TEST_F(PillowDecodeCases, EveryModeAndFormatMatchesPillowByteForByte) {
 }
 
 TEST_F(PillowDecodeCases, RealFormulaPngsMatchPillowByteForByte) {
-  if (!std::filesystem::is_directory(formula_dir())) GTEST_SKIP() << formula_dir() << " absent";
   int matched = 0;
   for (const auto& c : cases_) {
     const std::string name = c["name"];
