@@ -5,7 +5,6 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 
 namespace cpm::core {
 
@@ -17,16 +16,5 @@ namespace cpm::core {
 // The message starts with `what` ("loading adapter x: ..."). LibTorch reports bugs and shape errors
 // by throwing; public core calls that the server makes go through here so nothing escapes.
 absl::Status guarded(std::string_view what, const std::function<absl::Status()>& fn);
-
-template <typename T>
-absl::StatusOr<T> guarded_value(std::string_view what, const std::function<absl::StatusOr<T>()>& fn) {
-  absl::StatusOr<T> result = absl::InternalError("not run");
-  absl::Status status = guarded(what, [&]() -> absl::Status {
-    result = fn();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return result;
-}
 
 }  // namespace cpm::core

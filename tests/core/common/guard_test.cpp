@@ -49,15 +49,5 @@ TEST(Guard, MapsStandardExceptions) {
   EXPECT_EQ(guarded("a", []() -> absl::Status { throw 42; }).code(), absl::StatusCode::kInternal);
 }
 
-TEST(Guard, GuardedValueReturnsValueOrMappedError) {
-  auto ok = guarded_value<int>("v", []() -> absl::StatusOr<int> { return 7; });
-  ASSERT_TRUE(ok.ok());
-  EXPECT_EQ(*ok, 7);
-  auto bad = guarded_value<int>("v", []() -> absl::StatusOr<int> {
-    throw std::invalid_argument("no");
-  });
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-}
-
 }  // namespace
 }  // namespace cpm::core
