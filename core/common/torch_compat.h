@@ -15,8 +15,9 @@ namespace cpm::core::compat {
 // "1.13.0", "2.11.0".
 inline constexpr const char* kTorchVersion = TORCH_VERSION;
 
-// at::scaled_dot_product_attention (flash / memory-efficient kernels) is public from 2.0; 1.13 has
-// only a private, math-only variant, so attention there uses an explicit softmax path.
-inline constexpr bool kHasScaledDotProductAttention = CPM_TORCH_VERSION_AT_LEAST(2, 0);
+// at::scaled_dot_product_attention (flash / memory-efficient kernels) with a `scale` argument is
+// public from 2.1; 1.13 has only a private, math-only variant, so attention there uses an explicit
+// softmax path (model/attention.cpp).
+inline constexpr bool kHasScaledDotProductAttention = CPM_TORCH_VERSION_AT_LEAST(2, 1);
 
 }  // namespace cpm::core::compat

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "model/qwen2.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/silu.h>
+
+#include <cmath>
+
+#include "model/attention.h"
+
+namespace cpm::core::model {
+namespace {
+
+// [.., 2n] -> [-x2, x1]
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+std::vector<ParamSpec> qwen2_parameter_specs(const io::ModelConfig& c, const std::string& scope) {
+  const int64_t d = c.hidden_size, inter = c.intermediate_size, dh = c.head_dim();
+  const int64_t q_out = c.num_attention_heads * dh, kv_out = c.num_key_value_heads * dh;
+  std::vector<ParamSpec> specs;
+  add_spec(specs, scope, "model.embed_tokens.weight", {c.vocab_size, d});
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string layer = scope + ".model.layers." + std::to_string(i);
+    add_spec(specs, layer, "self_attn.q_proj.weight", {q_out, d});
+    add_spec(specs, layer, "self_attn.q_proj.bias", {q_out}, Init::kZeros);
+    add_spec(specs, layer, "self_attn.k_proj.weight", {kv_out, d});
+    add_spec(specs, layer, "self_attn.k_proj.bias", {kv_out}, Init::kZeros);
+    add_spec(specs, layer, "self_attn.v_proj.weight", {kv_out, d});
+    add_spec(specs, layer, "self_attn.v_proj.bias", {kv_out}, Init::kZeros);
+    add_spec(specs, layer, "self_attn.o_proj.weight", {d, q_out});
+    add_spec(specs, layer, "mlp.gate_proj.weight", {inter, d});
+    add_spec(specs, layer, "mlp.up_proj.weight", {inter, d});
+    add_spec(specs, layer, "mlp.down_proj.weight", {d, inter});
+    add_spec(specs, layer, "input_layernorm.weight", {d}, Init::kOnes);
+    add_spec(specs, layer, "post_attention_layernorm.weight", {d}, Init::kOnes);
+  }
+  add_spec(specs, scope, "model.norm.weight", {d}, Init::kOnes);
+  if (!c.tie_word_embeddings) add_spec(specs, scope, "lm_head.weight", {c.vocab_size, d});
+  return specs;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t head_dim,
+                                              double theta) {
+  // inv_freq[k] = theta^(-2k / head_dim), computed as the reference does: 1 / theta^(arange / dim).
+  const auto f32 = position_ids.options().dtype(at::kFloat);
+  const at::Tensor exponent = at::arange(0, head_dim, 2, position_ids.options().dtype(at::kLong)).to(at::kFloat) / head_dim;
+  const at::Tensor inv_freq = 1.0 / at::pow(theta, exponent);                       // [Dh/2]
+  const at::Tensor freqs = position_ids.to(f32).unsqueeze(-1) * inv_freq;            // [B, T, Dh/2]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                                // [B, T, Dh]
+  return {emb.cos(), emb.sin()};
+}
+
+Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope,
+                                   const io::ModelConfig& c)
+    : heads_(c.num_attention_heads),
+      kv_heads_(c.num_key_value_heads),
+      head_dim_(c.head_dim()),
+      eps_(c.rms_norm_eps),
+      rope_theta_(c.rope_theta) {
+  const std::string model = scope + ".model";
+  embed_tokens_ = p.get(model + ".embed_tokens.weight");
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string l = model + ".layers." + std::to_string(i);
+    layers_.push_back(Layer{
+        p.get(l + ".input_layernorm.weight"), p.get(l + ".post_attention_layernorm.weight"),
+        p.get(l + ".self_attn.q_proj.weight"), p.get(l + ".self_attn.q_proj.bias"),
+        p.get(l + ".self_attn.k_proj.weight"), p.get(l + ".self_attn.k_proj.bias"),
+        p.get(l + ".self_attn.v_proj.weight"), p.get(l + ".self_attn.v_proj.bias"),
+        p.get(l + ".self_attn.o_proj.weight"), p.get(l + ".mlp.gate_proj.weight"),
+        p.get(l + ".mlp.up_proj.weight"), p.get(l + ".mlp.down_proj.weight")});
+  }
+  norm_ = p.get(model + ".norm.weight");
+  lm_head_ = c.tie_word_embeddings ? embed_tokens_ : p.get(scope + ".lm_head.weight");
+}
+
+at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
+  return at::embedding(embed_tokens_, input_ids);
+}
+
+at::Tensor Qwen2ForCausalLM::layer_forward(const Layer& w, const at::Tensor& x, const at::Tensor& cos,
+                                           const at::Tensor& sin) const {
+  const int64_t b = x.size(0), t = x.size(1);
+  const at::Tensor h = rms_norm(x, w.input_norm, eps_);
+  // [B, T, H*Dh] -> [B, H, T, Dh]
+  at::Tensor q = at::linear(h, w.wq, w.bq).view({b, t, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k = at::linear(h, w.wk, w.bk).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  const at::Tensor v = at::linear(h, w.wv, w.bv).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  // cos/sin [B, T, Dh] -> [B, 1, T, Dh], in the activations' dtype as the reference casts them.
+  const at::Tensor c = cos.unsqueeze(1).to(x.scalar_type()), s = sin.unsqueeze(1).to(x.scalar_type());
+  q = q * c + rotate_half(q) * s;
+  k = k * c + rotate_half(k) * s;
+  const at::Tensor attn = attention(q, k, v, std::nullopt, /*causal=*/true,
+                                    1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  const at::Tensor merged = attn.transpose(1, 2).reshape({b, t, heads_ * head_dim_});
+  const at::Tensor x1 = x + at::linear(merged, w.wo);
+  const at::Tensor h2 = rms_norm(x1, w.post_norm, eps_);
+  return x1 + at::linear(at::silu(at::linear(h2, w.w_gate)) * at::linear(h2, w.w_up), w.w_down);
+}
+
+at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
+                                           const at::Tensor& position_ids) const {
+  const auto [cos, sin] = rope_tables(position_ids, head_dim_, rope_theta_);
+  at::Tensor x = inputs_embeds;
+  for (const Layer& layer : layers_) x = layer_forward(layer, x, cos, sin);
+  return rms_norm(x, norm_, eps_);
+}
+
+at::Tensor Qwen2ForCausalLM::logits(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_); }
+
+}  // namespace cpm::core::model

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The Qwen2 decoder under `llm.` (spec section 2): pre-norm blocks of grouped-query attention with
+// q/k/v biases and rotate-half RoPE, and a SwiGLU MLP; RMSNorm computed in float32; an untied
+// lm_head. Every size comes from config.json, so a tiny config is the same architecture.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "io/model_config.h"
+#include "model/parameters.h"
+
+namespace cpm::core::model {
+
+// Every key of the LLM under `scope` ("llm"): `<scope>.model.embed_tokens.weight`,
+// `<scope>.model.layers.N.{self_attn,mlp,...}.*`, `<scope>.model.norm.weight`, and
+// `<scope>.lm_head.weight` unless the embeddings are tied.
+std::vector<ParamSpec> qwen2_parameter_specs(const io::ModelConfig& config, const std::string& scope);
+
+// RMSNorm as Qwen2 computes it: in float32, cast back to the input dtype, then scaled.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// RoPE tables for `position_ids` [B, T]: cos and sin [B, T, head_dim] in float32, the frequencies
+// repeated over both halves (rotate-half layout).
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t head_dim,
+                                              double theta);
+
+// Thread-safe for concurrent forward calls (it holds only tensor handles).
+class Qwen2ForCausalLM {
+ public:
+  Qwen2ForCausalLM(const Parameters& params, const std::string& scope, const io::ModelConfig& config);
+
+  // [B, T] token ids -> [B, T, hidden].
+  at::Tensor embed(const at::Tensor& input_ids) const;
+  // Causal forward over the whole sequence: inputs_embeds [B, T, hidden], position_ids [B, T]
+  // -> final hidden states [B, T, hidden] (after the last norm).
+  at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids) const;
+  // hidden [.., hidden] -> logits [.., vocab].
+  at::Tensor logits(const at::Tensor& hidden) const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, post_norm;          // [D]
+    at::Tensor wq, bq, wk, bk, wv, bv, wo;     // q [H*Dh, D], k/v [Hkv*Dh, D], o [D, H*Dh]
+    at::Tensor w_gate, w_up, w_down;           // [I, D], [I, D], [D, I]
+  };
+  at::Tensor layer_forward(const Layer& layer, const at::Tensor& x, const at::Tensor& cos,
+                           const at::Tensor& sin) const;
+
+  int64_t heads_, kv_heads_, head_dim_;
+  double eps_, rope_theta_;
+  at::Tensor embed_tokens_;  // [V, D]
+  std::vector<Layer> layers_;
+  at::Tensor norm_;     // [D]
+  at::Tensor lm_head_;  // [V, D]
+};
+
+}  // namespace cpm::core::model
