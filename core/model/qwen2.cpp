@@ -94,18 +94,28 @@ at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
   return at::embedding(embed_tokens_, input_ids);
 }
 
-at::Tensor Qwen2ForCausalLM::layer_forward(const Layer& w, const at::Tensor& x, const at::Tensor& cos,
-                                           const at::Tensor& sin) const {
+at::Tensor Qwen2ForCausalLM::layer_forward(size_t index, const at::Tensor& x, const at::Tensor& cos,
+                                           const at::Tensor& sin, KvCache* cache) const {
+  const Layer& w = layers_[index];
   const int64_t b = x.size(0), t = x.size(1);
   const at::Tensor h = rms_norm(x, w.input_norm, eps_);
   // [B, T, H*Dh] -> [B, H, T, Dh]
   at::Tensor q = at::linear(h, w.wq, w.bq).view({b, t, heads_, head_dim_}).transpose(1, 2);
   at::Tensor k = at::linear(h, w.wk, w.bk).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
-  const at::Tensor v = at::linear(h, w.wv, w.bv).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v = at::linear(h, w.wv, w.bv).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
   // cos/sin [B, T, Dh] -> [B, 1, T, Dh], in the activations' dtype as the reference casts them.
   const at::Tensor c = cos.unsqueeze(1).to(x.scalar_type()), s = sin.unsqueeze(1).to(x.scalar_type());
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
+  if (cache != nullptr) {
+    if (cache->keys.size() <= index) {
+      cache->keys.push_back(k);
+      cache->values.push_back(v);
+    } else {
+      k = cache->keys[index] = at::cat({cache->keys[index], k}, 2);
+      v = cache->values[index] = at::cat({cache->values[index], v}, 2);
+    }
+  }
   const at::Tensor attn = attention(q, k, v, std::nullopt, /*causal=*/true,
                                     1.0 / std::sqrt(static_cast<double>(head_dim_)));
   const at::Tensor merged = attn.transpose(1, 2).reshape({b, t, heads_ * head_dim_});
@@ -115,10 +125,10 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Layer& w, const at::Tensor& x, 
 }
 
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
-                                           const at::Tensor& position_ids) const {
+                                           const at::Tensor& position_ids, KvCache* cache) const {
   const auto [cos, sin] = rope_tables(position_ids, head_dim_, rope_theta_);
   at::Tensor x = inputs_embeds;
-  for (const Layer& layer : layers_) x = layer_forward(layer, x, cos, sin);
+  for (size_t i = 0; i < layers_.size(); ++i) x = layer_forward(i, x, cos, sin, cache);
   return rms_norm(x, norm_, eps_);
 }
 

@@ -28,16 +28,25 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t head_dim,
                                               double theta);
 
-// Thread-safe for concurrent forward calls (it holds only tensor handles).
+// Keys and values of the tokens seen so far, per layer: [B, Hkv, T, head_dim]. One per sequence
+// batch being decoded; not thread-safe.
+struct KvCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+};
+
+// Thread-safe for concurrent forward calls with distinct caches (it holds only tensor handles).
 class Qwen2ForCausalLM {
  public:
   Qwen2ForCausalLM(const Parameters& params, const std::string& scope, const io::ModelConfig& config);
 
   // [B, T] token ids -> [B, T, hidden].
   at::Tensor embed(const at::Tensor& input_ids) const;
-  // Causal forward over the whole sequence: inputs_embeds [B, T, hidden], position_ids [B, T]
-  // -> final hidden states [B, T, hidden] (after the last norm).
-  at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids) const;
+  // Causal forward: inputs_embeds [B, T, hidden], position_ids [B, T] -> final hidden states
+  // [B, T, hidden] (after the last norm). With a cache, the T new tokens attend to the cached ones
+  // too and their keys and values are appended.
+  at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids,
+                           KvCache* cache = nullptr) const;
   // hidden [.., hidden] -> logits [.., vocab].
   at::Tensor logits(const at::Tensor& hidden) const;
 
@@ -47,8 +56,8 @@ class Qwen2ForCausalLM {
     at::Tensor wq, bq, wk, bk, wv, bv, wo;     // q [H*Dh, D], k/v [Hkv*Dh, D], o [D, H*Dh]
     at::Tensor w_gate, w_up, w_down;           // [I, D], [I, D], [D, I]
   };
-  at::Tensor layer_forward(const Layer& layer, const at::Tensor& x, const at::Tensor& cos,
-                           const at::Tensor& sin) const;
+  at::Tensor layer_forward(size_t index, const at::Tensor& x, const at::Tensor& cos,
+                           const at::Tensor& sin, KvCache* cache) const;
 
   int64_t heads_, kv_heads_, head_dim_;
   double eps_, rope_theta_;

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Token generation on the LLM from prompt embeddings, as the reference chat() drives
+// llm.generate(inputs_embeds=...): the returned tokens are new tokens only, and decoding stops at
+// the first stop id (<|im_end|>, <|endoftext|>) or after max_new_tokens.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "model/qwen2.h"
+
+namespace cpm::core::serve {
+
+enum class FinishReason { kStop, kLength };
+
+struct Generation {
+  std::vector<int32_t> tokens;  // new tokens; a stop token that ended decoding is included
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct GreedyOptions {
+  int max_new_tokens = 2048;      // Default: the reference chat()'s
+  std::vector<int32_t> stop_ids;  // Default: none
+};
+
+// Greedy decoding of one sequence with a KV cache. inputs_embeds: [1, T, hidden] (the prompt after
+// the image features are scattered in); positions run 0..T-1, then on.
+Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
+                           const GreedyOptions& options);
+
+}  // namespace cpm::core::serve

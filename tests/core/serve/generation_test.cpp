@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "serve/generation.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <gtest/gtest.h>
+
+#include "io/safetensors.h"
+#include "nlohmann/json.hpp"
+
+namespace cpm::core::serve {
+namespace {
+
+// The tiny transformers Qwen2 of tests/data/model (see tests/core/model/make_qwen2_goldens.py).
+struct Tiny {
+  io::SafetensorsCheckpoint checkpoint;
+  io::ModelConfig config;
+  model::Parameters params;
+};
+
+Tiny& tiny() {
+  static Tiny* t = [] {
+    auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/qwen2_tiny.safetensors");
+    if (!ckpt.ok()) throw std::runtime_error(std::string(ckpt.status().message()));
+    const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
+    io::ModelConfig c;
+    c.vocab_size = meta["vocab_size"];
+    c.hidden_size = meta["hidden_size"];
+    c.intermediate_size = meta["intermediate_size"];
+    c.num_hidden_layers = meta["num_hidden_layers"];
+    c.num_attention_heads = meta["num_attention_heads"];
+    c.num_key_value_heads = meta["num_key_value_heads"];
+    c.rope_theta = meta["rope_theta"];
+    c.rms_norm_eps = meta["rms_norm_eps"];
+    c.tie_word_embeddings = meta["tie_word_embeddings"];
+    model::Parameters p;
+    for (const auto& spec : model::qwen2_parameter_specs(c, "llm")) p.set(spec.name, ckpt->tensor(spec.name)->clone());
+    return new Tiny{std::move(*ckpt), c, std::move(p)};
+  }();
+  return *t;
+}
+
+TEST(KvCache, IncrementalLogitsEqualTheFullForward) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = tiny().checkpoint.tensor("golden.input_ids")->narrow(0, 0, 1);  // [1, 12]
+  const auto positions = [](int64_t from, int64_t n) { return at::arange(from, from + n, at::kLong).unsqueeze(0); };
+  const at::Tensor full = llm.logits(llm.hidden_states(llm.embed(ids), positions(0, 12)));
+  model::KvCache cache;
+  llm.hidden_states(llm.embed(ids.narrow(1, 0, 8)), positions(0, 8), &cache);
+  EXPECT_EQ(cache.length(), 8);
+  for (int64_t i = 8; i < 12; ++i) {
+    const at::Tensor step = llm.logits(llm.hidden_states(llm.embed(ids.narrow(1, i, 1)), positions(i, 1), &cache));
+    const double err = ((step[0][0] - full[0][i]).abs().max() / full[0][i].abs().max()).item<double>();
+    EXPECT_LT(err, 1e-5) << "position " << i;
+  }
+  EXPECT_EQ(cache.length(), 12);
+}
+
+TEST(GenerateGreedy, EqualsRecomputingTheWholeSequenceEachStep) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  at::Tensor ids = tiny().checkpoint.tensor("golden.input_ids")->narrow(0, 1, 1).clone();  // [1, 12]
+  const Generation g = generate_greedy(llm, llm.embed(ids), {.max_new_tokens = 10, .stop_ids = {}});
+  ASSERT_EQ(g.tokens.size(), 10u);
+  EXPECT_EQ(g.finish, FinishReason::kLength);
+  for (int step = 0; step < 10; ++step) {
+    const int64_t t = ids.size(1);
+    const at::Tensor logits = llm.logits(llm.hidden_states(llm.embed(ids), at::arange(t, at::kLong).unsqueeze(0)));
+    const int64_t next = logits[0][t - 1].argmax().item<int64_t>();
+    EXPECT_EQ(next, g.tokens[static_cast<size_t>(step)]) << "step " << step;
+    ids = at::cat({ids, at::full({1, 1}, next, at::kLong)}, 1);
+  }
+}
+
+TEST(GenerateGreedy, StopsAtAStopId) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = tiny().checkpoint.tensor("golden.input_ids")->narrow(0, 0, 1);
+  const Generation free = generate_greedy(llm, llm.embed(ids), {.max_new_tokens = 6, .stop_ids = {}});
+  ASSERT_EQ(free.tokens.size(), 6u);
+  const Generation stopped = generate_greedy(llm, llm.embed(ids), {.max_new_tokens = 6, .stop_ids = {free.tokens[2]}});
+  // Stops at the first occurrence of the stop id, which it includes.
+  const auto first = std::find(free.tokens.begin(), free.tokens.end(), free.tokens[2]);
+  EXPECT_EQ(stopped.tokens, std::vector<int32_t>(free.tokens.begin(), first + 1));
+  EXPECT_EQ(stopped.finish, FinishReason::kStop);
+}
+
+}  // namespace
+}  // namespace cpm::core::serve
