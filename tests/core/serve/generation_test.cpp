@@ -5,7 +5,10 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "io/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -83,6 +86,27 @@ TEST(GenerateGreedy, StopsAtAStopId) {
   const auto first = std::find(free.tokens.begin(), free.tokens.end(), free.tokens[2]);
   EXPECT_EQ(stopped.tokens, std::vector<int32_t>(free.tokens.begin(), first + 1));
   EXPECT_EQ(stopped.finish, FinishReason::kStop);
+}
+
+}  // namespace
+}  // namespace cpm::core::serve
+
+namespace cpm::core::serve {
+namespace {
+
+// transformers' generate() from inputs_embeds on the same tiny model
+// (tests/core/model/make_generation_goldens.py): the same 16 greedy tokens.
+TEST(GenerateGreedy, MatchesTransformersGenerate) {
+  std::ifstream in(CPM_TEST_SOURCE_DIR "/tests/data/model/qwen2_tiny_greedy.json");
+  const auto goldens = nlohmann::json::parse(in);
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  ASSERT_EQ(goldens["cases"].size(), 2u);
+  for (const auto& c : goldens["cases"]) {
+    const std::vector<int64_t> prompt = c["prompt"];
+    const at::Tensor ids = at::tensor(prompt, at::kLong).unsqueeze(0);
+    const Generation g = generate_greedy(llm, llm.embed(ids), {.max_new_tokens = 16, .stop_ids = {}});
+    EXPECT_EQ(g.tokens, c["greedy"].get<std::vector<int32_t>>()) << "row " << c["row"];
+  }
 }
 
 }  // namespace
