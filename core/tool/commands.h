@@ -16,6 +16,12 @@ void add_tokenize_commands(CLI::App& app, int& exit_code);
 // preprocess: one image decoded and sliced as the model sees it (JSON; --dump writes the tensors).
 void add_preprocess_command(CLI::App& app, int& exit_code);
 
+// forward: one image + question through the model, intermediate tensors written to safetensors.
+void add_forward_command(CLI::App& app, int& exit_code);
+
+// mkmodel: a checkpoint directory of the real format with random weights (tiny or full).
+void add_mkmodel_command(CLI::App& app, int& exit_code);
+
 // prompt: input ids and image bounds of the chat-formatted prompt for one image and a question.
 void add_prompt_command(CLI::App& app, int& exit_code);
 

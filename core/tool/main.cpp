@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   cpm::tool::add_tokenize_commands(app, exit_code);
   cpm::tool::add_preprocess_command(app, exit_code);
   cpm::tool::add_prompt_command(app, exit_code);
+  cpm::tool::add_mkmodel_command(app, exit_code);
+  cpm::tool::add_forward_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cpm-tool forward: one image and a question through the whole model, writing the intermediate
+// tensors, so they can be compared with the reference implementation.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include <ATen/ops/arange.h>
+#include <ATen/ops/tensor.h>
+
+#include "commands.h"
+#include "common/guard.h"
+#include "io/image_decode.h"
+#include "io/image_slicing.h"
+#include "io/prompt.h"
+#include "io/safetensors.h"
+#include "model/load.h"
+
+namespace cpm::tool {
+namespace {
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "cpm-tool: %s\n", what.c_str());
+  return 1;
+}
+
+int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
+        const std::string& out) {
+  auto loaded = core::model::load_model(model_dir, {});
+  if (!loaded.ok()) return fail(std::string(loaded.status().message()));
+  const core::model::LoadedModel& m = **loaded;
+  std::ifstream in(image_path, std::ios::binary);
+  if (!in) return fail(image_path + ": cannot be read");
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  auto image = core::io::decode_image(bytes);
+  if (!image.ok()) return fail(image_path + ": " + std::string(image.status().message()));
+  auto pre = core::io::preprocess_image(*image, m.configs.preprocessor);
+  if (!pre.ok()) return fail(std::string(pre.status().message()));
+  core::io::PromptImage prompt_image;
+  if (pre->grid) prompt_image.grid = std::make_pair(pre->grid->cols, pre->grid->rows);
+  auto prompt = core::io::build_prompt(*m.tokenizer, m.chat_template, m.configs.preprocessor,
+                                       {{"user", {core::io::ImageRef{0}, text}}}, {prompt_image});
+  if (!prompt.ok()) return fail(std::string(prompt.status().message()));
+
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  double seconds[4] = {};  // vision, resampler, LLM, logits over every position
+  const absl::Status ran = core::guarded("forward", [&] {
+    auto t = std::chrono::steady_clock::now();
+    auto lap = [&t](double& into) {
+      const auto now = std::chrono::steady_clock::now();
+      into = std::chrono::duration<double>(now - t).count();
+      t = now;
+    };
+    const at::Tensor vision = m.model->vision(pre->pixel_values, pre->tgt_sizes);  // [N, Lmax, Dv]
+    lap(seconds[0]);
+    const at::Tensor resampled = m.model->resample(vision, pre->tgt_sizes);         // [N, Q, D]
+    lap(seconds[1]);
+    const at::Tensor ids = at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end()));
+    const at::Tensor embeds = m.model->prompt_embeddings(ids, prompt->image_bound, resampled);
+    const at::Tensor positions = at::arange(ids.size(0), at::kLong).unsqueeze(0);
+    const at::Tensor hidden = m.model->llm().hidden_states(embeds, positions);
+    lap(seconds[2]);
+    const at::Tensor logits = m.model->llm().logits(hidden)[0];                     // [T, V]
+    lap(seconds[3]);
+    tensors = {{"vision", vision.to(at::kFloat).contiguous()},
+               {"resampler", resampled.to(at::kFloat).contiguous()},
+               {"logits", logits.to(at::kFloat).contiguous()},
+               {"input_ids", ids}};
+    return absl::OkStatus();
+  });
+  if (!ran.ok()) return fail(std::string(ran.message()));
+  if (auto s = core::io::write_safetensors(out, tensors); !s.ok()) return fail(std::string(s.message()));
+  std::printf("wrote %s: %zu image(s), %zu tokens; vision %.3f s, resampler %.3f s, LLM %.3f s, "
+              "logits at every position %.3f s\n",
+              out.c_str(), pre->pixel_values.size(), prompt->input_ids.size(), seconds[0], seconds[1],
+              seconds[2], seconds[3]);
+  return 0;
+}
+
+}  // namespace
+
+void add_forward_command(CLI::App& app, int& exit_code) {
+  static std::string model, image, text, out;
+  CLI::App* cmd = app.add_subcommand(
+      "forward", "Run one image + question through the model; write vision, resampler and logits");
+  cmd->add_option("--model", model, "checkpoint directory")->required();
+  cmd->add_option("--image", image, "image file")->required();
+  cmd->add_option("--text", text, "the question that follows the image")->required();
+  cmd->add_option("--out", out, "safetensors file to write (float32: vision, resampler, logits)")->required();
+  cmd->footer("Example: cpm-tool forward --model var/models/tiny --image f.png --text 'OCR' --out f.safetensors");
+  cmd->callback([&exit_code] { exit_code = run(model, image, text, out); });
+}
+
+}  // namespace cpm::tool
