@@ -19,6 +19,9 @@ void add_preprocess_command(CLI::App& app, int& exit_code);
 // forward: one image + question through the model, intermediate tensors written to safetensors.
 void add_forward_command(CLI::App& app, int& exit_code);
 
+// generate: the model's greedy answer for one image and an optional question.
+void add_generate_command(CLI::App& app, int& exit_code);
+
 // mkmodel: a checkpoint directory of the real format with random weights (tiny or full).
 void add_mkmodel_command(CLI::App& app, int& exit_code);
 

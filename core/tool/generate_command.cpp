@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded
+// greedily with the KV cache and post-processed as the reference chat() does.
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include <ATen/ops/tensor.h>
+
+#include "commands.h"
+#include "common/guard.h"
+#include "io/image_decode.h"
+#include "io/image_slicing.h"
+#include "io/prompt.h"
+#include "model/load.h"
+#include "serve/generation.h"
+
+namespace cpm::tool {
+namespace {
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "cpm-tool: %s\n", what.c_str());
+  return 1;
+}
+
+int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
+        int max_new_tokens) {
+  auto loaded = core::model::load_model(model_dir, {});
+  if (!loaded.ok()) return fail(std::string(loaded.status().message()));
+  const core::model::LoadedModel& m = **loaded;
+  std::ifstream in(image_path, std::ios::binary);
+  if (!in) return fail(image_path + ": cannot be read");
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  auto image = core::io::decode_image(bytes);
+  if (!image.ok()) return fail(image_path + ": " + std::string(image.status().message()));
+  auto pre = core::io::preprocess_image(*image, m.configs.preprocessor);
+  if (!pre.ok()) return fail(std::string(pre.status().message()));
+  core::io::PromptImage prompt_image;
+  if (pre->grid) prompt_image.grid = std::make_pair(pre->grid->cols, pre->grid->rows);
+  std::vector<core::io::ContentItem> content = {core::io::ImageRef{0}};
+  if (!text.empty()) content.emplace_back(text);
+  auto prompt = core::io::build_prompt(*m.tokenizer, m.chat_template, m.configs.preprocessor,
+                                       {{"user", content}}, {prompt_image});
+  if (!prompt.ok()) return fail(std::string(prompt.status().message()));
+
+  // Stops: <|im_end|> and <|endoftext|>, from the tokenizer.
+  core::serve::GreedyOptions options;
+  options.max_new_tokens = max_new_tokens;
+  for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
+    if (const auto id = m.tokenizer->token_to_id(stop)) options.stop_ids.push_back(*id);
+  }
+  core::serve::Generation generation;
+  const absl::Status ran = core::guarded("generate", [&] {
+    const at::Tensor features = m.model->encode_images(pre->pixel_values, pre->tgt_sizes);
+    const at::Tensor ids = at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end()));
+    generation = core::serve::generate_greedy(m.model->llm(),
+                                              m.model->prompt_embeddings(ids, prompt->image_bound, features),
+                                              options);
+    return absl::OkStatus();
+  });
+  if (!ran.ok()) return fail(std::string(ran.message()));
+  // The reference's _decode_text: drop id 0 everywhere, a trailing terminator, and <|tts_eos|>.
+  std::vector<int32_t> kept;
+  for (const int32_t id : generation.tokens) {
+    if (id != 0) kept.push_back(id);
+  }
+  if (generation.finish == core::serve::FinishReason::kStop && !kept.empty()) kept.pop_back();
+  auto answer = m.tokenizer->decode(kept);
+  if (!answer.ok()) return fail(std::string(answer.status().message()));
+  std::string out = *answer;
+  for (size_t at; (at = out.find("<|tts_eos|>")) != std::string::npos;) out.erase(at, 11);
+  std::printf("%s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app, int& exit_code) {
+  static std::string model, image, text;
+  static int max_new_tokens = 512;
+  CLI::App* cmd = app.add_subcommand("generate", "Answer for one image (greedy decoding), printed as text");
+  cmd->add_option("--model", model, "checkpoint directory")->required();
+  cmd->add_option("--image", image, "image file")->required();
+  cmd->add_option("--text", text, "question after the image (default: none, the image alone)");
+  cmd->add_option("--max-new-tokens", max_new_tokens, "most tokens to generate (default 512)")
+      ->check(CLI::PositiveNumber);
+  cmd->footer("Example: cpm-tool generate --model ./MiniCPM-o-2_6 --image formula.png --text 'LaTeX?'");
+  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens); });
+}
+
+}  // namespace cpm::tool
