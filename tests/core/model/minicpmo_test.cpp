@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "model/minicpmo.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/tensor.h>
@@ -17,6 +18,7 @@
 #include "io/prompt.h"
 #include "model/load.h"
 #include "model/random_checkpoint.h"
+#include "nlohmann/json.hpp"
 #include "test_util.h"
 
 namespace cpm::core::model {
@@ -134,6 +136,80 @@ TEST_F(TinyModel, WriterRefusesAnExistingDirectoryAndIsReproducible) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_TRUE(a->tensor("vpm.encoder.layers.1.mlp.fc2.weight")->equal(*b->tensor("vpm.encoder.layers.1.mlp.fc2.weight")));
   EXPECT_FALSE(fs::exists(other.path() / ".again.partial"));
+}
+
+}  // namespace
+}  // namespace cpm::core::model
+
+namespace cpm::core::model {
+namespace {
+
+// The whole path against a composition of independent parts (transformers' Idefics2 vision tower
+// and Qwen2, the resampler on nn.MultiheadAttention, the reference's scatter):
+// tests/core/model/make_minicpmo_goldens.py.
+TEST(MiniCPMOVsReference, VisionResamplerAndFullPromptLogitsMatch) {
+  auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/minicpmo_tiny.safetensors");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
+  io::ModelConfig c;
+  const auto& l = meta["llm"];
+  c.vocab_size = l["vocab_size"];
+  c.hidden_size = l["hidden_size"];
+  c.intermediate_size = l["intermediate_size"];
+  c.num_hidden_layers = l["num_hidden_layers"];
+  c.num_attention_heads = l["num_attention_heads"];
+  c.num_key_value_heads = l["num_key_value_heads"];
+  c.rope_theta = l["rope_theta"];
+  c.rms_norm_eps = l["rms_norm_eps"];
+  c.tie_word_embeddings = l["tie_word_embeddings"];
+  const auto& v = meta["vision"];
+  c.vision.hidden_size = v["hidden_size"];
+  c.vision.intermediate_size = v["intermediate_size"];
+  c.vision.num_hidden_layers = v["num_hidden_layers"];
+  c.vision.num_attention_heads = v["num_attention_heads"];
+  c.vision.image_size = v["image_size"];
+  c.vision.patch_size = v["patch_size"];
+  Parameters params;
+  auto report = load_parameters(*ckpt, [&] {
+    std::vector<ParamSpec> specs = minicpmo_parameter_specs(c);
+    for (const std::string& name : ckpt->names()) {
+      if (name.rfind("golden.", 0) == 0) specs.push_back({name, ckpt->find(name)->shape, Init::kNormal});
+    }
+    return specs;
+  }(), {}, params);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const MiniCPMO model(params, c);
+
+  std::vector<at::Tensor> strips;
+  std::vector<std::array<int64_t, 2>> sizes;
+  for (size_t i = 0; i < meta["sizes"].size(); ++i) {
+    const int64_t h = meta["sizes"][i][0], w = meta["sizes"][i][1];
+    const at::Tensor image = params.get("golden.image." + std::to_string(i));
+    strips.push_back(image.view({3, h, 14, w, 14}).permute({0, 2, 1, 3, 4}).reshape({3, 14, h * w * 14}));
+    sizes.push_back({h, w});
+  }
+  auto rel = [](const at::Tensor& got, const at::Tensor& want) {
+    return ((got - want).abs().max() / want.abs().max()).item<double>();
+  };
+  const at::Tensor vision = model.vision(strips, sizes);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const at::Tensor want = params.get("golden.vision." + std::to_string(i));
+    EXPECT_LT(rel(vision[static_cast<int64_t>(i)].narrow(0, 0, want.size(0)), want), 1e-4) << i;
+  }
+  const at::Tensor features = model.encode_images(strips, sizes);
+  const double resampler_err = rel(features, params.get("golden.resampler"));
+  std::vector<std::pair<int64_t, int64_t>> bound;
+  for (const auto& b : meta["image_bound"]) bound.emplace_back(b[0].get<int64_t>(), b[1].get<int64_t>());
+  const at::Tensor ids = *ckpt->tensor("golden.input_ids");  // int64, not converted by the loader
+  const at::Tensor embeds = model.prompt_embeddings(ids, bound, features);
+  const at::Tensor logits = model.llm().logits(
+      model.llm().hidden_states(embeds, at::arange(ids.size(0), at::kLong).unsqueeze(0)))[0];
+  const double logits_err = rel(logits, params.get("golden.logits"));
+  std::cout << "[ minicpmo] max relative error vs the reference composition: resampler " << resampler_err
+            << ", logits " << logits_err << "\n";
+  EXPECT_LT(resampler_err, 1e-4);
+  EXPECT_LT(logits_err, 1e-4);
+  EXPECT_TRUE(logits.argmax(-1).equal(params.get("golden.logits").argmax(-1)));
 }
 
 }  // namespace
