@@ -55,7 +55,7 @@ fuzz: deps
 	  name=$${spec%%:*}; seeds=$${spec#*:}; log=$(BUILD_FUZZ)/$$name.log; \
 	  mkdir -p $(BUILD_FUZZ)/corpus/$$name; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS) s (log: $$log)"; \
-	  if $(BUILD_FUZZ)/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+	  if ASAN_OPTIONS=quarantine_size_mb=256 $(BUILD_FUZZ)/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
 	       -print_final_stats=1 $(BUILD_FUZZ)/corpus/$$name $$seeds > $$log 2>&1; then \
 	    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $$log; \
 	  else tail -n 60 $$log; exit 1; fi; \

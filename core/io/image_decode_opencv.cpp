@@ -3,6 +3,7 @@
 // The OpenCV backend: cv::imdecode with IMREAD_UNCHANGED (no colour conversion, no EXIF rotation,
 // 16-bit kept), then Pillow's convert("RGB") rules applied here.
 #include <climits>
+#include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <string>
@@ -33,6 +34,14 @@ absl::StatusOr<RgbImage> decode_pixels(std::span<const uint8_t> bytes, const Ima
         "Pillow's); send an RGB JPEG or PNG");
   }
   if (bytes.size() > static_cast<size_t>(INT_MAX)) return invalid("input above 2 GiB");
+  // cv::imdecode picks its decoder by signature: when the decoder of the sniffed format rejects a
+  // damaged header, OpenCV tries the others, and its DICOM reader (GDCM) claims any buffer with
+  // "DICM" at offset 128 and then allocates whatever the garbage says (3.7 GB for a 222-byte input
+  // found by the fuzzer). Every other OpenCV decoder keys on offset 0, which the sniffing already
+  // fixed, so refusing that one marker keeps imdecode on the sniffed format's decoder.
+  if (bytes.size() >= 132 && std::memcmp(bytes.data() + 128, "DICM", 4) == 0) {
+    return invalid(absl::StrCat("corrupt ", name, ": it carries a DICOM marker at byte 128"));
+  }
   cv::Mat mat;
   try {
     const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1,

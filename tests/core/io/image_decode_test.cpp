@@ -295,3 +295,19 @@ TEST(ImageDecode, RejectsJpegWithoutEndMarker) {
 
 }  // namespace
 }  // namespace cpm::core::io
+
+namespace cpm::core::io {
+namespace {
+
+// Found by the fuzzer: a damaged WebP with "DICM" at byte 128. OpenCV's WebP decoder refuses its
+// header, and cv::imdecode then gave it to the DICOM reader, which tried to allocate 3.7 GB. It
+// must be a quick INVALID_ARGUMENT in every build.
+TEST(ImageDecode, DamagedWebpWithADicomMarkerIsRejectedCheaply) {
+  const auto bytes = cpm::testing::read_bytes(CPM_TEST_SOURCE_DIR "/tests/data/images/regress/webp-with-dicom-marker.bin");
+  ASSERT_EQ(bytes.size(), 222u);
+  const auto image = decode_image(bytes);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cpm::core::io
