@@ -45,7 +45,8 @@ test-no-opencv: deps
 	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test core_io_test core_image_test core_model_test core_vision_test
 	ctest --test-dir $(BUILD_NO_OPENCV) --output-on-failure -j $(JOBS) -L core
 
-# Each libFuzzer harness runs for FUZZ_SECONDS from the committed seed files; a crash fails.
+# Each libFuzzer harness runs for FUZZ_SECONDS from the committed seed files, with a fixed seed so a
+# run can be repeated; a crash, a leak or an allocation past the RSS limit fails.
 FUZZERS = safetensors_header_fuzz:tests/data/safetensors image_decode_fuzz:tests/data/images
 fuzz: deps
 	CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCPM_BUILD_FUZZERS=ON -DCPM_BUILD_TESTS=OFF \
@@ -55,7 +56,7 @@ fuzz: deps
 	  name=$${spec%%:*}; seeds=$${spec#*:}; log=$(BUILD_FUZZ)/$$name.log; \
 	  mkdir -p $(BUILD_FUZZ)/corpus/$$name; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS) s (log: $$log)"; \
-	  if ASAN_OPTIONS=quarantine_size_mb=256 $(BUILD_FUZZ)/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+	  if ASAN_OPTIONS=quarantine_size_mb=256 $(BUILD_FUZZ)/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -seed=1 -max_len=65536 -rss_limit_mb=4096 \
 	       -print_final_stats=1 $(BUILD_FUZZ)/corpus/$$name $$seeds > $$log 2>&1; then \
 	    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $$log; \
 	  else tail -n 60 $$log; exit 1; fi; \
