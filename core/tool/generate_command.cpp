@@ -2,6 +2,7 @@
 //
 // cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded
 // greedily with the KV cache and post-processed as the reference chat() does.
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -9,6 +10,7 @@
 #include <ATen/ops/tensor.h>
 
 #include "commands.h"
+#include "common/device.h"
 #include "common/guard.h"
 #include "io/image_decode.h"
 #include "io/image_slicing.h"
@@ -25,9 +27,18 @@ int fail(const std::string& what) {
 }
 
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
-        int max_new_tokens) {
-  auto loaded = core::model::load_model(model_dir, {});
+        int max_new_tokens, const std::string& device, const std::string& dtype) {
+  core::model::LoadOptions load;
+  if (device == "cuda") {
+    if (!core::cuda_available()) return fail("--device cuda: no CUDA device in this build or machine");
+    load.device = c10::Device(c10::DeviceType::CUDA, 0);
+  }
+  const bool bf16 = dtype == "bf16" || (dtype.empty() && device == "cuda");
+  load.dtype = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto loaded = core::model::load_model(model_dir, load);
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const core::model::LoadedModel& m = **loaded;
   std::ifstream in(image_path, std::ios::binary);
   if (!in) return fail(image_path + ": cannot be read");
@@ -51,15 +62,23 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
     if (const auto id = m.tokenizer->token_to_id(stop)) options.stop_ids.push_back(*id);
   }
   core::serve::Generation generation;
+  double generate_seconds = 0;
   const absl::Status ran = core::guarded("generate", [&] {
+    const auto start = std::chrono::steady_clock::now();
     const at::Tensor features = m.model->encode_images(pre->pixel_values, pre->tgt_sizes);
-    const at::Tensor ids = at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end()));
+    const at::Tensor ids =
+        at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end())).to(load.device);
     generation = core::serve::generate_greedy(m.model->llm(),
                                               m.model->prompt_embeddings(ids, prompt->image_bound, features),
                                               options);
+    generate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return absl::OkStatus();
   });
   if (!ran.ok()) return fail(std::string(ran.message()));
+  std::fprintf(stderr, "cpm-tool: loaded %.2f B parameters in %.1f s; %zu prompt tokens, %zu image(s), "
+               "%zu new tokens in %.2f s on %s\n",
+               m.report.num_parameters / 1e9, load_seconds, prompt->input_ids.size(),
+               pre->pixel_values.size(), generation.tokens.size(), generate_seconds, load.device.str().c_str());
   // The reference's _decode_text: drop id 0 everywhere, a trailing terminator, and <|tts_eos|>.
   std::vector<int32_t> kept;
   for (const int32_t id : generation.tokens) {
@@ -77,7 +96,7 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
 }  // namespace
 
 void add_generate_command(CLI::App& app, int& exit_code) {
-  static std::string model, image, text;
+  static std::string model, image, text, device = "cpu", dtype;
   static int max_new_tokens = 512;
   CLI::App* cmd = app.add_subcommand("generate", "Answer for one image (greedy decoding), printed as text");
   cmd->add_option("--model", model, "checkpoint directory")->required();
@@ -85,8 +104,11 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--text", text, "question after the image (default: none, the image alone)");
   cmd->add_option("--max-new-tokens", max_new_tokens, "most tokens to generate (default 512)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--device", device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", dtype, "f32 or bf16 (default: f32 on cpu, bf16 on cuda)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->footer("Example: cpm-tool generate --model ./MiniCPM-o-2_6 --image formula.png --text 'LaTeX?'");
-  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens); });
+  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens, device, dtype); });
 }
 
 }  // namespace cpm::tool
