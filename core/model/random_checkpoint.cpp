@@ -166,35 +166,43 @@ absl::Status write_random_checkpoint(const std::string& dir, const io::ModelConf
     if (auto s = write_text(tmp / name, text); !s.ok()) return s;
   }
 
-  // Weights, shard by shard; the generator is seeded once so the checkpoint is reproducible.
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  // Weights. Shard boundaries come from the specs' sizes first (file names carry the count), then
+  // each shard is generated and written before the next, so at most one shard is in memory. One
+  // generator, seeded once, in spec order: the checkpoint is reproducible.
   const std::vector<ParamSpec> specs = minicpmo_parameter_specs(config);
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
-  int64_t shard_bytes = 0, total = 0;
   const int64_t element = static_cast<int64_t>(c10::elementSize(options.dtype));
+  std::vector<std::vector<const ParamSpec*>> shards(1);
+  int64_t shard_bytes = 0, total = 0;
   for (const ParamSpec& spec : specs) {
-    at::Tensor t;
-    if (spec.init == Init::kOnes) {
-      t = at::ones(spec.shape, at::TensorOptions().dtype(options.dtype));
-    } else if (spec.init == Init::kZeros) {
-      t = at::zeros(spec.shape, at::TensorOptions().dtype(options.dtype));
-    } else {
-      t = at::empty(spec.shape, at::TensorOptions().dtype(at::kFloat)).normal_(0.0, 0.02, generator).to(options.dtype);
-    }
-    const int64_t bytes = t.numel() * element;
+    int64_t bytes = element;
+    for (int64_t d : spec.shape) bytes *= d;
     if (shard_bytes > 0 && shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().emplace_back(spec.name, std::move(t));
+    shards.back().push_back(&spec);
     shard_bytes += bytes;
     total += bytes;
   }
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  const auto dtype = at::TensorOptions().dtype(options.dtype);
   json weight_map = json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const ParamSpec* spec : shards[i]) {
+      at::Tensor t;
+      if (spec->init == Init::kOnes) {
+        t = at::ones(spec->shape, dtype);
+      } else if (spec->init == Init::kZeros) {
+        t = at::zeros(spec->shape, dtype);
+      } else {
+        t = at::empty(spec->shape, at::TensorOptions().dtype(at::kFloat)).normal_(0.0, 0.02, generator).to(options.dtype);
+      }
+      tensors.emplace_back(spec->name, std::move(t));
+    }
     const std::string name = absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
-    if (auto s = io::write_safetensors((tmp / name).string(), shards[i], {{"format", "pt"}}); !s.ok()) return s;
-    for (const auto& [key, t] : shards[i]) weight_map[key] = name;
+    if (auto s = io::write_safetensors((tmp / name).string(), tensors, {{"format", "pt"}}); !s.ok()) return s;
+    for (const ParamSpec* spec : shards[i]) weight_map[spec->name] = name;
   }
   const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   if (auto s = write_text(tmp / "model.safetensors.index.json", index.dump(2)); !s.ok()) return s;
