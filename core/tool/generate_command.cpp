@@ -4,17 +4,13 @@
 // greedily with the KV cache and post-processed as the reference chat() does.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 
 #include <ATen/ops/tensor.h>
 
 #include "commands.h"
+#include "image_prompt.h"
 #include "common/device.h"
 #include "common/guard.h"
-#include "io/image_decode.h"
-#include "io/image_slicing.h"
-#include "io/prompt.h"
 #include "model/load.h"
 #include "serve/generation.h"
 
@@ -40,20 +36,10 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const core::model::LoadedModel& m = **loaded;
-  std::ifstream in(image_path, std::ios::binary);
-  if (!in) return fail(image_path + ": cannot be read");
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
-  auto image = core::io::decode_image(bytes);
-  if (!image.ok()) return fail(image_path + ": " + std::string(image.status().message()));
-  auto pre = core::io::preprocess_image(*image, m.configs.preprocessor);
-  if (!pre.ok()) return fail(std::string(pre.status().message()));
-  core::io::PromptImage prompt_image;
-  if (pre->grid) prompt_image.grid = std::make_pair(pre->grid->cols, pre->grid->rows);
-  std::vector<core::io::ContentItem> content = {core::io::ImageRef{0}};
-  if (!text.empty()) content.emplace_back(text);
-  auto prompt = core::io::build_prompt(*m.tokenizer, m.chat_template, m.configs.preprocessor,
-                                       {{"user", content}}, {prompt_image});
-  if (!prompt.ok()) return fail(std::string(prompt.status().message()));
+  auto prepared = prepare_image_prompt(m, image_path, text);
+  if (!prepared.ok()) return fail(std::string(prepared.status().message()));
+  const core::io::PreprocessedImage* pre = &prepared->image;
+  const core::io::Prompt* prompt = &prepared->prompt;
 
   // Stops: <|im_end|> and <|endoftext|>, from the tokenizer.
   core::serve::GreedyOptions options;

@@ -11,7 +11,7 @@
 #include "io/safetensors.h"
 #include "model/minicpmo.h"
 #include "model/weight_loader.h"
-#include "nlohmann/json.hpp"
+#include "core/model/golden_util.h"
 
 namespace cpm::core::model {
 namespace {
@@ -34,33 +34,14 @@ LoadOptions cuda_bf16() {
   return o;
 }
 
-io::ModelConfig llm_config(const nlohmann::json& l) {
-  io::ModelConfig c;
-  c.vocab_size = l["vocab_size"];
-  c.hidden_size = l["hidden_size"];
-  c.intermediate_size = l["intermediate_size"];
-  c.num_hidden_layers = l["num_hidden_layers"];
-  c.num_attention_heads = l["num_attention_heads"];
-  c.num_key_value_heads = l["num_key_value_heads"];
-  c.rope_theta = l["rope_theta"];
-  c.rms_norm_eps = l["rms_norm_eps"];
-  c.tie_word_embeddings = l["tie_word_embeddings"];
-  return c;
-}
-
 TEST(GpuParity, Qwen2InBfloat16) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/qwen2_tiny.safetensors");
   ASSERT_TRUE(ckpt.ok());
-  const io::ModelConfig c = llm_config(nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config")));
+  const io::ModelConfig c = testing::llm_config_from(testing::golden_meta(*ckpt, "golden.logits"));
   Parameters params;
-  ASSERT_TRUE(load_parameters(*ckpt, [&] {
-    auto specs = qwen2_parameter_specs(c, "llm");
-    for (const auto& n : ckpt->names()) {
-      if (n.rfind("golden.", 0) == 0) specs.push_back({n, ckpt->find(n)->shape, Init::kNormal});
-    }
-    return specs;
-  }(), cuda_bf16(), params).ok());
+  ASSERT_TRUE(load_parameters(*ckpt, testing::with_goldens(qwen2_parameter_specs(c, "llm"), *ckpt),
+                              cuda_bf16(), params).ok());
   const Qwen2ForCausalLM llm(params, "llm", c);
   const c10::Device cuda(c10::DeviceType::CUDA, 0);
   const at::Tensor ids = ckpt->tensor("golden.input_ids")->to(cuda);
@@ -75,21 +56,12 @@ TEST(GpuParity, WholePathInBfloat16) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/minicpmo_tiny.safetensors");
   ASSERT_TRUE(ckpt.ok());
-  const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
-  io::ModelConfig c = llm_config(meta["llm"]);
-  const auto& v = meta["vision"];
-  c.vision.hidden_size = v["hidden_size"];
-  c.vision.intermediate_size = v["intermediate_size"];
-  c.vision.num_hidden_layers = v["num_hidden_layers"];
-  c.vision.num_attention_heads = v["num_attention_heads"];
+  const auto meta = testing::golden_meta(*ckpt, "golden.logits");
+  io::ModelConfig c = testing::llm_config_from(meta["llm"]);
+  c.vision = testing::vision_config_from(meta["vision"]);
   Parameters params;
-  ASSERT_TRUE(load_parameters(*ckpt, [&] {
-    auto specs = minicpmo_parameter_specs(c);
-    for (const auto& n : ckpt->names()) {
-      if (n.rfind("golden.", 0) == 0) specs.push_back({n, ckpt->find(n)->shape, Init::kNormal});
-    }
-    return specs;
-  }(), cuda_bf16(), params).ok());
+  ASSERT_TRUE(load_parameters(*ckpt, testing::with_goldens(minicpmo_parameter_specs(c), *ckpt), cuda_bf16(),
+                              params).ok());
   const MiniCPMO model(params, c);
   std::vector<at::Tensor> strips;
   std::vector<std::array<int64_t, 2>> sizes;

@@ -18,7 +18,7 @@
 #include "io/prompt.h"
 #include "model/load.h"
 #include "model/random_checkpoint.h"
-#include "nlohmann/json.hpp"
+#include "core/model/golden_util.h"
 #include "test_util.h"
 
 namespace cpm::core::model {
@@ -150,33 +150,11 @@ namespace {
 TEST(MiniCPMOVsReference, VisionResamplerAndFullPromptLogitsMatch) {
   auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/minicpmo_tiny.safetensors");
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
-  const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
-  io::ModelConfig c;
-  const auto& l = meta["llm"];
-  c.vocab_size = l["vocab_size"];
-  c.hidden_size = l["hidden_size"];
-  c.intermediate_size = l["intermediate_size"];
-  c.num_hidden_layers = l["num_hidden_layers"];
-  c.num_attention_heads = l["num_attention_heads"];
-  c.num_key_value_heads = l["num_key_value_heads"];
-  c.rope_theta = l["rope_theta"];
-  c.rms_norm_eps = l["rms_norm_eps"];
-  c.tie_word_embeddings = l["tie_word_embeddings"];
-  const auto& v = meta["vision"];
-  c.vision.hidden_size = v["hidden_size"];
-  c.vision.intermediate_size = v["intermediate_size"];
-  c.vision.num_hidden_layers = v["num_hidden_layers"];
-  c.vision.num_attention_heads = v["num_attention_heads"];
-  c.vision.image_size = v["image_size"];
-  c.vision.patch_size = v["patch_size"];
+  const auto meta = testing::golden_meta(*ckpt, "golden.logits");
+  io::ModelConfig c = testing::llm_config_from(meta["llm"]);
+  c.vision = testing::vision_config_from(meta["vision"]);
   Parameters params;
-  auto report = load_parameters(*ckpt, [&] {
-    std::vector<ParamSpec> specs = minicpmo_parameter_specs(c);
-    for (const std::string& name : ckpt->names()) {
-      if (name.rfind("golden.", 0) == 0) specs.push_back({name, ckpt->find(name)->shape, Init::kNormal});
-    }
-    return specs;
-  }(), {}, params);
+  auto report = load_parameters(*ckpt, testing::with_goldens(minicpmo_parameter_specs(c), *ckpt), {}, params);
   ASSERT_TRUE(report.ok()) << report.status();
   const MiniCPMO model(params, c);
 

@@ -11,7 +11,7 @@
 
 #include "io/safetensors.h"
 #include "model/weight_loader.h"
-#include "nlohmann/json.hpp"
+#include "core/model/golden_util.h"
 
 namespace cpm::core::model {
 namespace {
@@ -28,17 +28,7 @@ struct Golden {
 Golden golden() {
   auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/qwen2_tiny.safetensors");
   if (!ckpt.ok()) throw std::runtime_error(std::string(ckpt.status().message()));
-  const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
-  io::ModelConfig c;
-  c.vocab_size = meta["vocab_size"];
-  c.hidden_size = meta["hidden_size"];
-  c.intermediate_size = meta["intermediate_size"];
-  c.num_hidden_layers = meta["num_hidden_layers"];
-  c.num_attention_heads = meta["num_attention_heads"];
-  c.num_key_value_heads = meta["num_key_value_heads"];
-  c.rope_theta = meta["rope_theta"];
-  c.rms_norm_eps = meta["rms_norm_eps"];
-  c.tie_word_embeddings = meta["tie_word_embeddings"];
+  const io::ModelConfig c = testing::llm_config_from(testing::golden_meta(*ckpt, "golden.logits"));
   return {std::move(*ckpt), c};
 }
 
@@ -129,10 +119,7 @@ TEST(WeightLoader, StrictJoinReportsEveryMismatch) {
 
 TEST(WeightLoader, LoadsIntoTheTargetDtypeAndSkipsAudio) {
   const Golden g = golden();
-  std::vector<ParamSpec> specs = llm_specs(g.config);
-  for (const char* extra : {"golden.hidden", "golden.logits", "golden.input_ids", "golden.position_ids"}) {
-    specs.push_back({extra, g.checkpoint.find(extra)->shape, Init::kNormal});
-  }
+  const std::vector<ParamSpec> specs = testing::with_goldens(llm_specs(g.config), g.checkpoint);
   Parameters params;
   LoadOptions options;
   options.dtype = at::kBFloat16;

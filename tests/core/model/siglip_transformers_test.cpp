@@ -8,7 +8,7 @@
 
 #include "io/safetensors.h"
 #include "model/siglip.h"
-#include "nlohmann/json.hpp"
+#include "core/model/golden_util.h"
 
 namespace cpm::core::model {
 namespace {
@@ -24,14 +24,7 @@ TEST(SiglipVsTransformers, MatchesIdefics2VisionTransformer) {
   const auto& meta = ckpt->file_of("vpm.post_layernorm.weight")->header().metadata;
   const auto config = nlohmann::json::parse(meta.at("config"));
   const auto batches = nlohmann::json::parse(meta.at("batches"));
-  io::VisionConfig vc;
-  vc.hidden_size = config["hidden_size"];
-  vc.intermediate_size = config["intermediate_size"];
-  vc.num_hidden_layers = config["num_hidden_layers"];
-  vc.num_attention_heads = config["num_attention_heads"];
-  vc.patch_size = config["patch_size"];
-  vc.image_size = config["image_size"];
-  vc.layer_norm_eps = config["layer_norm_eps"];
+  const io::VisionConfig vc = testing::vision_config_from(config);
   Parameters params;
   for (const ParamSpec& spec : siglip_parameter_specs(vc, vc.num_hidden_layers, "vpm")) {
     auto t = ckpt->tensor(spec.name);

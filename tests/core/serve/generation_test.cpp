@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "io/safetensors.h"
+#include "core/model/golden_util.h"
 #include "nlohmann/json.hpp"
 
 namespace cpm::core::serve {
@@ -27,17 +28,7 @@ Tiny& tiny() {
   static Tiny* t = [] {
     auto ckpt = io::SafetensorsCheckpoint::open(CPM_TEST_SOURCE_DIR "/tests/data/model/qwen2_tiny.safetensors");
     if (!ckpt.ok()) throw std::runtime_error(std::string(ckpt.status().message()));
-    const auto meta = nlohmann::json::parse(ckpt->file_of("golden.logits")->header().metadata.at("config"));
-    io::ModelConfig c;
-    c.vocab_size = meta["vocab_size"];
-    c.hidden_size = meta["hidden_size"];
-    c.intermediate_size = meta["intermediate_size"];
-    c.num_hidden_layers = meta["num_hidden_layers"];
-    c.num_attention_heads = meta["num_attention_heads"];
-    c.num_key_value_heads = meta["num_key_value_heads"];
-    c.rope_theta = meta["rope_theta"];
-    c.rms_norm_eps = meta["rms_norm_eps"];
-    c.tie_word_embeddings = meta["tie_word_embeddings"];
+    const io::ModelConfig c = testing::llm_config_from(testing::golden_meta(*ckpt, "golden.logits"));
     model::Parameters p;
     for (const auto& spec : model::qwen2_parameter_specs(c, "llm")) p.set(spec.name, ckpt->tensor(spec.name)->clone());
     return new Tiny{std::move(*ckpt), c, std::move(p)};

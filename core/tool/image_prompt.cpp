@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "image_prompt.h"
+
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "io/image_decode.h"
+
+namespace cpm::tool {
+
+absl::StatusOr<ImagePrompt> prepare_image_prompt(const core::model::LoadedModel& m,
+                                                 const std::string& image_path, const std::string& text) {
+  std::ifstream in(image_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(image_path, ": cannot be read"));
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  auto image = core::io::decode_image(bytes);
+  if (!image.ok()) return absl::InvalidArgumentError(absl::StrCat(image_path, ": ", image.status().message()));
+  ImagePrompt out;
+  auto pre = core::io::preprocess_image(*image, m.configs.preprocessor);
+  if (!pre.ok()) return pre.status();
+  out.image = std::move(*pre);
+  core::io::PromptImage prompt_image;
+  if (out.image.grid) prompt_image.grid = std::make_pair(out.image.grid->cols, out.image.grid->rows);
+  std::vector<core::io::ContentItem> content = {core::io::ImageRef{0}};
+  if (!text.empty()) content.emplace_back(text);
+  auto prompt = core::io::build_prompt(*m.tokenizer, m.chat_template, m.configs.preprocessor,
+                                       {{"user", content}}, {prompt_image});
+  if (!prompt.ok()) return prompt.status();
+  out.prompt = std::move(*prompt);
+  return out;
+}
+
+}  // namespace cpm::tool
