@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/qwen2.h"
+#include "serve/sampling.h"
 
 namespace cpm::core::serve {
 
@@ -30,5 +31,10 @@ struct GreedyOptions {
 // the image features are scattered in); positions run 0..T-1, then on.
 Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
                            const GreedyOptions& options);
+
+// The same loop, drawing each token from the processed scores (see sampling.h); `seed` makes the
+// draws reproducible.
+Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
+                            const GreedyOptions& options, const SamplingOptions& sampling, uint64_t seed);
 
 }  // namespace cpm::core::serve

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded
-// greedily with the KV cache and post-processed as the reference chat() does.
+// cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded with
+// the KV cache (greedy, or sampled with --sample) and post-processed as the reference chat() does.
 #include <chrono>
 #include <cstdio>
 
@@ -22,8 +22,15 @@ int fail(const std::string& what) {
   return 1;
 }
 
+// Decoding choices beyond the greedy default.
+struct Decoding {
+  bool sample = false;
+  core::serve::SamplingOptions sampling;
+  uint64_t seed = 0;
+};
+
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
-        int max_new_tokens, const std::string& device, const std::string& dtype) {
+        int max_new_tokens, const std::string& device, const std::string& dtype, const Decoding& decoding) {
   core::model::LoadOptions load;
   if (device == "cuda") {
     if (!core::cuda_available()) return fail("--device cuda: no CUDA device in this build or machine");
@@ -54,9 +61,10 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
     const at::Tensor features = m.model->encode_images(pre->pixel_values, pre->tgt_sizes);
     const at::Tensor ids =
         at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end())).to(load.device);
-    generation = core::serve::generate_greedy(m.model->llm(),
-                                              m.model->prompt_embeddings(ids, prompt->image_bound, features),
-                                              options);
+    const at::Tensor embeds = m.model->prompt_embeddings(ids, prompt->image_bound, features);
+    generation = decoding.sample ? core::serve::generate_sampled(m.model->llm(), embeds, options,
+                                                                 decoding.sampling, decoding.seed)
+                                 : core::serve::generate_greedy(m.model->llm(), embeds, options);
     generate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return absl::OkStatus();
   });
@@ -84,17 +92,27 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
 void add_generate_command(CLI::App& app, int& exit_code) {
   static std::string model, image, text, device = "cpu", dtype;
   static int max_new_tokens = 512;
+  static Decoding decoding;
   CLI::App* cmd = app.add_subcommand("generate", "Answer for one image (greedy decoding), printed as text");
   cmd->add_option("--model", model, "checkpoint directory")->required();
   cmd->add_option("--image", image, "image file")->required();
   cmd->add_option("--text", text, "question after the image (default: none, the image alone)");
   cmd->add_option("--max-new-tokens", max_new_tokens, "most tokens to generate (default 512)")
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--sample", decoding.sample,
+                "sample instead of greedy decoding (chat()'s defaults: temperature 0.7, top-k 100, "
+                "top-p 0.8, repetition penalty 1.05 over generated tokens)");
+  cmd->add_option("--temperature", decoding.sampling.temperature, "with --sample")->check(CLI::PositiveNumber);
+  cmd->add_option("--top-k", decoding.sampling.top_k, "with --sample; 0 disables")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", decoding.sampling.top_p, "with --sample; 1 disables")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repetition-penalty", decoding.sampling.repetition_penalty, "with --sample; 1 disables")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", decoding.seed, "with --sample: the draws' seed (default 0)");
   cmd->add_option("--device", device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--dtype", dtype, "f32 or bf16 (default: f32 on cpu, bf16 on cuda)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->footer("Example: cpm-tool generate --model ./MiniCPM-o-2_6 --image formula.png --text 'LaTeX?'");
-  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens, device, dtype); });
+  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens, device, dtype, decoding); });
 }
 
 }  // namespace cpm::tool

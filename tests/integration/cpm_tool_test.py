@@ -168,6 +168,9 @@ class ModelCommandsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.endswith("\n"), repr(r.stdout))
         self.assertLessEqual(len(r.stdout), 4 * 64)
+        sampled = [tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4",
+                        "--sample", "--seed", "9").stdout for _ in range(2)]
+        self.assertEqual(sampled[0], sampled[1])  # the seed makes the draws repeat
         r = tool("generate", "--model", os.path.join(self.tmp.name, "nope"), "--image", self.image)
         self.assertEqual(r.returncode, 1)
 

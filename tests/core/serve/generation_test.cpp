@@ -102,3 +102,25 @@ TEST(GenerateGreedy, MatchesTransformersGenerate) {
 
 }  // namespace
 }  // namespace cpm::core::serve
+
+namespace cpm::core::serve {
+namespace {
+
+TEST(GenerateSampled, SeededAndTopKOneEqualsGreedy) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = tiny().checkpoint.tensor("golden.input_ids")->narrow(0, 0, 1);
+  const GreedyOptions limits{.max_new_tokens = 12, .stop_ids = {}};
+  SamplingOptions one;
+  one.top_k = 1;
+  one.repetition_penalty = 1.0;
+  EXPECT_EQ(generate_sampled(llm, llm.embed(ids), limits, one, 5).tokens,
+            generate_greedy(llm, llm.embed(ids), limits).tokens);
+  const SamplingOptions chat;  // chat()'s defaults
+  const Generation a = generate_sampled(llm, llm.embed(ids), limits, chat, 123);
+  const Generation b = generate_sampled(llm, llm.embed(ids), limits, chat, 123);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.tokens.size(), 12u);
+}
+
+}  // namespace
+}  // namespace cpm::core::serve
