@@ -5,12 +5,16 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/embedding.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
 
 #include <cmath>
+#include <limits>
 
 #include "model/attention.h"
 
@@ -95,7 +99,8 @@ at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
 }
 
 at::Tensor Qwen2ForCausalLM::layer_forward(size_t index, const at::Tensor& x, const at::Tensor& cos,
-                                           const at::Tensor& sin, KvCache* cache) const {
+                                           const at::Tensor& sin, KvCache* cache,
+                                           const std::optional<at::Tensor>& mask) const {
   const Layer& w = layers_[index];
   const int64_t b = x.size(0), t = x.size(1);
   const at::Tensor h = rms_norm(x, w.input_norm, eps_);
@@ -116,7 +121,7 @@ at::Tensor Qwen2ForCausalLM::layer_forward(size_t index, const at::Tensor& x, co
       v = cache->values[index] = at::cat({cache->values[index], v}, 2);
     }
   }
-  const at::Tensor attn = attention(q, k, v, std::nullopt, /*causal=*/true,
+  const at::Tensor attn = attention(q, k, v, mask, /*causal=*/true,
                                     1.0 / std::sqrt(static_cast<double>(head_dim_)));
   const at::Tensor merged = attn.transpose(1, 2).reshape({b, t, heads_ * head_dim_});
   const at::Tensor x1 = x + at::linear(merged, w.wo);
@@ -125,10 +130,19 @@ at::Tensor Qwen2ForCausalLM::layer_forward(size_t index, const at::Tensor& x, co
 }
 
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
-                                           const at::Tensor& position_ids, KvCache* cache) const {
+                                           const at::Tensor& position_ids, KvCache* cache,
+                                           const std::optional<at::Tensor>& key_mask) const {
   const auto [cos, sin] = rope_tables(position_ids, head_dim_, rope_theta_);
+  std::optional<at::Tensor> mask;
+  if (key_mask) {
+    // [B, Tk] -> additive [B, 1, 1, Tk]: the dtype's lowest finite value on padding (not -inf, so
+    // a padded query row, which sees only padding, stays finite as in the reference).
+    const at::Tensor lowest = at::full({}, std::numeric_limits<float>::lowest(), inputs_embeds.options().dtype(at::kFloat));
+    mask = at::where(key_mask->eq(0), lowest, at::zeros_like(lowest))
+               .to(inputs_embeds.scalar_type()).unsqueeze(1).unsqueeze(1);
+  }
   at::Tensor x = inputs_embeds;
-  for (size_t i = 0; i < layers_.size(); ++i) x = layer_forward(i, x, cos, sin, cache);
+  for (size_t i = 0; i < layers_.size(); ++i) x = layer_forward(i, x, cos, sin, cache, mask);
   return rms_norm(x, norm_, eps_);
 }
 

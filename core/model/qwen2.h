@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,9 +45,11 @@ class Qwen2ForCausalLM {
   at::Tensor embed(const at::Tensor& input_ids) const;
   // Causal forward: inputs_embeds [B, T, hidden], position_ids [B, T] -> final hidden states
   // [B, T, hidden] (after the last norm). With a cache, the T new tokens attend to the cached ones
-  // too and their keys and values are appended.
+  // too and their keys and values are appended. `key_mask` [B, cached + T] (nonzero = a real
+  // token) hides left padding from every query, as the reference's attention_mask does.
   at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids,
-                           KvCache* cache = nullptr) const;
+                           KvCache* cache = nullptr,
+                           const std::optional<at::Tensor>& key_mask = std::nullopt) const;
   // hidden [.., hidden] -> logits [.., vocab].
   at::Tensor logits(const at::Tensor& hidden) const;
 
@@ -57,7 +60,8 @@ class Qwen2ForCausalLM {
     at::Tensor w_gate, w_up, w_down;           // [I, D], [I, D], [D, I]
   };
   at::Tensor layer_forward(size_t index, const at::Tensor& x, const at::Tensor& cos,
-                           const at::Tensor& sin, KvCache* cache) const;
+                           const at::Tensor& sin, KvCache* cache,
+                           const std::optional<at::Tensor>& mask) const;
 
   int64_t heads_, kv_heads_, head_dim_;
   double eps_, rope_theta_;

@@ -3,7 +3,12 @@
 
 #include <ATen/ops/arange.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 
@@ -44,6 +49,52 @@ Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor&
   return decode(llm, inputs_embeds, options, [](const at::Tensor& logits, const std::vector<int32_t>&) {
     return static_cast<int32_t>(logits.argmax().item<int64_t>());
   });
+}
+
+std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm,
+                                              const std::vector<at::Tensor>& prompts,
+                                              const GreedyOptions& options) {
+  const int64_t batch = static_cast<int64_t>(prompts.size());
+  std::vector<Generation> out(prompts.size());
+  if (prompts.empty()) return out;
+  int64_t longest = 0;
+  for (const at::Tensor& p : prompts) longest = std::max(longest, p.size(0));
+  const auto long_options = prompts.front().options().dtype(at::kLong);
+  const at::Tensor pad = llm.embed(at::zeros({1}, long_options))[0];  // id 0's embedding [hidden]
+  std::vector<at::Tensor> rows;
+  at::Tensor mask = at::zeros({batch, longest}, long_options);  // 1 = a real token
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = prompts[static_cast<size_t>(b)].size(0);
+    rows.push_back(at::cat({pad.expand({longest - n, pad.size(0)}), prompts[static_cast<size_t>(b)]}, 0));
+    mask[b].narrow(0, longest - n, n).fill_(1);
+  }
+  // Positions as generate() derives them: cumsum(mask) - 1, padding at 1.
+  at::Tensor positions = (mask.cumsum(1) - 1).masked_fill(mask.eq(0), 1);
+  model::KvCache cache;
+  at::Tensor hidden = llm.hidden_states(at::stack(rows), positions, &cache, mask);
+  at::Tensor next_position = positions.select(1, longest - 1) + 1;  // [B]
+  std::vector<bool> done(prompts.size(), false);
+  for (int step = 0; step < options.max_new_tokens; ++step) {
+    const at::Tensor tokens = llm.logits(hidden.select(1, hidden.size(1) - 1)).argmax(-1);  // [B]
+    bool all_done = true;
+    for (int64_t b = 0; b < batch; ++b) {
+      if (done[static_cast<size_t>(b)]) continue;
+      Generation& g = out[static_cast<size_t>(b)];
+      const auto token = static_cast<int32_t>(tokens[b].item<int64_t>());
+      g.tokens.push_back(token);
+      if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
+        g.finish = FinishReason::kStop;
+        done[static_cast<size_t>(b)] = true;
+      }
+      all_done = all_done && done[static_cast<size_t>(b)];
+    }
+    if (all_done) return out;
+    // Finished rows keep decoding (their tokens are dropped), so the batch stays rectangular.
+    mask = at::cat({mask, at::ones({batch, 1}, long_options)}, 1);
+    hidden = llm.hidden_states(llm.embed(tokens.unsqueeze(1)), next_position.unsqueeze(1), &cache, mask);
+    next_position = next_position + 1;
+  }
+  return out;
 }
 
 Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,

@@ -32,6 +32,13 @@ struct GreedyOptions {
 Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
                            const GreedyOptions& options);
 
+// Greedy decoding of several prompts at once, left-padded as the reference batches them: pad
+// embeddings of id 0 in front, masked out of attention, positions counting real tokens only.
+// prompts: each [T_i, hidden]. Each result is what generate_greedy gives for that prompt alone.
+std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm,
+                                              const std::vector<at::Tensor>& prompts,
+                                              const GreedyOptions& options);
+
 // The same loop, drawing each token from the processed scores (see sampling.h); `seed` makes the
 // draws reproducible.
 Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,

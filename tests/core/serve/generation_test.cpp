@@ -124,3 +124,31 @@ TEST(GenerateSampled, SeededAndTopKOneEqualsGreedy) {
 
 }  // namespace
 }  // namespace cpm::core::serve
+
+namespace cpm::core::serve {
+namespace {
+
+TEST(GenerateGreedyBatch, LeftPaddedBatchEqualsEachPromptAlone) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = *tiny().checkpoint.tensor("golden.input_ids");  // [2, 12]
+  // Prompts of 12, 5 and 9 tokens: two of them left-padded in the batch.
+  const std::vector<at::Tensor> prompt_ids = {ids[0], ids[1].narrow(0, 0, 5), ids[1].narrow(0, 3, 9)};
+  std::vector<at::Tensor> prompts;
+  for (const at::Tensor& p : prompt_ids) prompts.push_back(llm.embed(p.unsqueeze(0))[0]);
+  const GreedyOptions limits{.max_new_tokens = 10, .stop_ids = {}};
+  const std::vector<Generation> batch = generate_greedy_batch(llm, prompts, limits);
+  ASSERT_EQ(batch.size(), 3u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const Generation alone = generate_greedy(llm, prompts[i].unsqueeze(0), limits);
+    EXPECT_EQ(batch[i].tokens, alone.tokens) << "prompt " << i;
+  }
+  // A stop id ends its own row only.
+  const Generation first = generate_greedy(llm, prompts[1].unsqueeze(0), limits);
+  const std::vector<Generation> stopped =
+      generate_greedy_batch(llm, prompts, {.max_new_tokens = 10, .stop_ids = {first.tokens[0]}});
+  EXPECT_EQ(stopped[1].tokens, std::vector<int32_t>{first.tokens[0]});
+  EXPECT_EQ(stopped[1].finish, FinishReason::kStop);
+}
+
+}  // namespace
+}  // namespace cpm::core::serve
