@@ -76,11 +76,14 @@ std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm
   std::vector<bool> done(prompts.size(), false);
   for (int step = 0; step < options.max_new_tokens; ++step) {
     const at::Tensor tokens = llm.logits(hidden.select(1, hidden.size(1) - 1)).argmax(-1);  // [B]
+    // One device-to-host copy per step, not one synchronising read per row.
+    const at::Tensor host = tokens.to(at::kCPU).contiguous();
+    const int64_t* picked = host.data_ptr<int64_t>();
     bool all_done = true;
     for (int64_t b = 0; b < batch; ++b) {
       if (done[static_cast<size_t>(b)]) continue;
       Generation& g = out[static_cast<size_t>(b)];
-      const auto token = static_cast<int32_t>(tokens[b].item<int64_t>());
+      const auto token = static_cast<int32_t>(picked[b]);
       g.tokens.push_back(token);
       if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
         g.finish = FinishReason::kStop;
