@@ -6,9 +6,17 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string_view>
+
+#include "absl/status/status.h"
+
 namespace cpm::tool {
 
 // Exit codes: 0 ok, 1 the work failed (one clear line on stderr), 2 usage error.
+
+// Prints "cpm-tool: <message>" on stderr and returns 1, the failure exit code.
+int fail(std::string_view message);
+int fail(const absl::Status& status);
 
 // tokenize / detokenize: JSON Lines through the checkpoint's tokenizer.
 void add_tokenize_commands(CLI::App& app, int& exit_code);

@@ -17,11 +17,6 @@
 namespace cpm::tool {
 namespace {
 
-int fail(const std::string& what) {
-  std::fprintf(stderr, "cpm-tool: %s\n", what.c_str());
-  return 1;
-}
-
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
         const std::string& out) {
   auto loaded = core::model::load_model(model_dir, {});

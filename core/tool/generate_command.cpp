@@ -17,11 +17,6 @@
 namespace cpm::tool {
 namespace {
 
-int fail(const std::string& what) {
-  std::fprintf(stderr, "cpm-tool: %s\n", what.c_str());
-  return 1;
-}
-
 // Decoding choices beyond the greedy default.
 struct Decoding {
   bool sample = false;

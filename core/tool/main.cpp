@@ -3,7 +3,21 @@
 // cpm-tool: developer and operator utilities over cpm_core (no daemon, no gRPC).
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+#include <string>
+
 #include "commands.h"
+
+namespace cpm::tool {
+
+int fail(std::string_view message) {
+  std::fprintf(stderr, "cpm-tool: %.*s\n", static_cast<int>(message.size()), message.data());
+  return 1;
+}
+
+int fail(const absl::Status& status) { return fail(std::string(status.message())); }
+
+}  // namespace cpm::tool
 
 int main(int argc, char** argv) {
   CLI::App app{"cpm-tool: utilities for MiniCPM-o-2.6 checkpoints (tokenize, preprocess, ...)"};

@@ -29,11 +29,6 @@ struct PreprocessOptions {
   std::string dump;        // empty: no dump
 };
 
-int fail(const absl::Status& status) {
-  std::fprintf(stderr, "cpm-tool: %s\n", std::string(status.message()).c_str());
-  return 1;
-}
-
 int run(const PreprocessOptions& options) {
   absl::StatusOr<core::io::CheckpointConfigs> configs =
       core::io::load_checkpoint_configs(options.model);
@@ -46,8 +41,7 @@ int run(const PreprocessOptions& options) {
   absl::StatusOr<core::io::RgbImage> image = core::io::decode_image(
       std::span(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
   if (!image.ok()) {
-    return fail(
-        absl::InvalidArgumentError(options.image + ": " + std::string(image.status().message())));
+    return fail(options.image + ": " + std::string(image.status().message()));
   }
   absl::StatusOr<core::io::PreprocessedImage> pre = core::io::preprocess_image(*image, config);
   if (!pre.ok()) return fail(pre.status());

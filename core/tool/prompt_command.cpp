@@ -19,11 +19,6 @@
 namespace cpm::tool {
 namespace {
 
-int fail(const std::string& what) {
-  std::fprintf(stderr, "cpm-tool: %s\n", what.c_str());
-  return 1;
-}
-
 int run(const std::string& model, const std::string& image_path, const std::string& text,
         std::optional<int> max_slice_nums) {
   auto configs = core::io::load_checkpoint_configs(model);
