@@ -30,6 +30,9 @@ void add_forward_command(CLI::App& app, int& exit_code);
 // generate: the model's greedy answer for one image and an optional question.
 void add_generate_command(CLI::App& app, int& exit_code);
 
+// metrics: LaTeX OCR metrics of a predictions file against a references file (JSON).
+void add_metrics_command(CLI::App& app, int& exit_code);
+
 // mkmodel: a checkpoint directory of the real format with random weights (tiny or full).
 void add_mkmodel_command(CLI::App& app, int& exit_code);
 

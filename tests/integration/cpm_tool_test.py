@@ -175,5 +175,46 @@ class ModelCommandsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
 
 
+class MetricsTest(unittest.TestCase):
+    """cpm-tool metrics on the fixture of perturbed validation labels: the Python reference's numbers."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        with open(os.path.join(ROOT, "tests", "data", "train", "latex_metrics_goldens.json"), encoding="utf-8") as f:
+            self.goldens = json.load(f)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, name, lines):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        return path
+
+    def test_matches_the_reference(self):
+        pairs = self.goldens["pairs"]
+        pred = self.write("pred.txt", [p["prediction"] for p in pairs])  # one is an empty line
+        ref = self.write("ref.txt", [p["reference"] for p in pairs])
+        r = tool("metrics", "--pred", pred, "--ref", ref)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = json.loads(r.stdout)
+        want = self.goldens["corpora"][0]
+        self.assertEqual(got["count"], len(pairs))
+        for key in ("exact_match", "normalized_edit_distance", "bleu4"):
+            self.assertAlmostEqual(got[key], want[key], places=12, msg=key)
+
+    def test_errors(self):
+        pred = self.write("pred.txt", ["a", "b"])
+        ref = self.write("ref.txt", ["a"])
+        r = tool("metrics", "--pred", pred, "--ref", ref)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("has 2 lines but", r.stderr)
+        r = tool("metrics", "--pred", os.path.join(self.tmp.name, "missing.txt"), "--ref", ref)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("missing.txt: cannot open", r.stderr)
+        self.assertEqual(tool("metrics", "--pred", pred).returncode, 2)
+
+
 if __name__ == "__main__":
     unittest.main()
