@@ -16,6 +16,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "io/atomic_file.h"
 #include "io/model_config.h"
 #include "nlohmann/json.hpp"
 
@@ -250,49 +251,14 @@ absl::Status write_safetensors(const std::string& path,
   // Pad with spaces to a multiple of 8 so the data (and every tensor in it) stays aligned.
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');
 
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() /
-                       absl::StrCat(".", target.filename().string(), ".tmp.", ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat(path, ": cannot create ", tmp.string(), ": ",
-                                               std::strerror(errno)));
-  }
-  auto write_all = [fd](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  };
   uint8_t len[8];
-  uint64_t n = text.size();
+  const uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
-  bool ok = write_all(len, 8) && write_all(text.data(), text.size());
+  std::vector<std::pair<const void*, size_t>> pieces{{len, 8}, {text.data(), text.size()}};
   for (const auto& [name, t] : sorted) {
-    if (!ok) break;
-    ok = write_all(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+    pieces.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
   }
-  ok = ok && ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int e = ok ? errno : err;
-    ::unlink(tmp.c_str());
-    return absl::UnavailableError(absl::StrCat(path, ": write failed: ", std::strerror(e)));
-  }
-  // Make the rename itself durable.
-  const int dir = ::open(target.parent_path().empty() ? "." : target.parent_path().c_str(),
-                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-  return absl::OkStatus();
+  return write_file_atomic(path, pieces);
 }
 
 }  // namespace cpm::core::io

@@ -19,10 +19,10 @@ std::vector<ParamSpec> minicpmo_parameter_specs(const io::ModelConfig& c) {
   return specs;
 }
 
-MiniCPMO::MiniCPMO(const Parameters& params, const io::ModelConfig& c)
+MiniCPMO::MiniCPMO(const Parameters& params, const io::ModelConfig& c, const RunOptions& options)
     : vpm_(params, "vpm", c.vision, c.vision_layers_used()),
       resampler_(params, "resampler", c.hidden_size, c.resampler_heads()),
-      llm_(params, "llm", c) {}
+      llm_(params, "llm", c, options) {}
 
 at::Tensor MiniCPMO::encode_images(const std::vector<at::Tensor>& pixel_values,
                                    const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/model_config.h"
+#include "model/lora.h"
 #include "model/parameters.h"
 #include "model/qwen2.h"
 #include "model/resampler.h"
@@ -26,7 +27,8 @@ std::vector<ParamSpec> minicpmo_parameter_specs(const io::ModelConfig& config);
 // Holds tensor handles only; const methods are thread-safe with distinct caches.
 class MiniCPMO {
  public:
-  MiniCPMO(const Parameters& params, const io::ModelConfig& config);
+  // `params` may hold LoRA tensors for LLM projections (model/lora.h); `options` says how to run.
+  MiniCPMO(const Parameters& params, const io::ModelConfig& config, const RunOptions& options = {});
 
   // Image slices (float [3, p, L_i * p] strips) and their (h, w) -> [N, query_num, hidden], the
   // vision tower run in chunks of vision_batch_size (16) as the reference does.

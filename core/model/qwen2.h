@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/model_config.h"
+#include "model/lora.h"
 #include "model/parameters.h"
 
 namespace cpm::core::model {
@@ -37,9 +38,12 @@ struct KvCache {
 };
 
 // Thread-safe for concurrent forward calls with distinct caches (it holds only tensor handles).
+// A projection whose `<module>.lora_A.weight` and `.lora_B.weight` are in the store runs with that
+// LoRA adapter (model/lora.h); `options` gives its scaling and dropout.
 class Qwen2ForCausalLM {
  public:
-  Qwen2ForCausalLM(const Parameters& params, const std::string& scope, const io::ModelConfig& config);
+  Qwen2ForCausalLM(const Parameters& params, const std::string& scope, const io::ModelConfig& config,
+                   const RunOptions& options = {});
 
   // [B, T] token ids -> [B, T, hidden].
   at::Tensor embed(const at::Tensor& input_ids) const;
@@ -54,17 +58,32 @@ class Qwen2ForCausalLM {
   at::Tensor logits(const at::Tensor& hidden) const;
 
  private:
-  struct Layer {
-    at::Tensor input_norm, post_norm;          // [D]
-    at::Tensor wq, bq, wk, bk, wv, bv, wo;     // q [H*Dh, D], k/v [Hkv*Dh, D], o [D, H*Dh]
-    at::Tensor w_gate, w_up, w_down;           // [I, D], [I, D], [D, I]
+  // One linear layer: weight [out, in], optional bias [out], optional LoRA A [r, in] / B [out, r].
+  struct Linear {
+    at::Tensor weight, bias, lora_a, lora_b;
   };
-  at::Tensor layer_forward(size_t index, const at::Tensor& x, const at::Tensor& cos,
-                           const at::Tensor& sin, KvCache* cache,
-                           const std::optional<at::Tensor>& mask) const;
+  struct Layer {
+    at::Tensor input_norm, post_norm;  // [D]
+    Linear q, k, v, o;                 // q [H*Dh, D], k/v [Hkv*Dh, D], o [D, H*Dh]
+    Linear gate, up, down;             // [I, D], [I, D], [D, I]
+  };
+  // What a decoder layer needs besides its weights. Layers run as static functions of it, so a
+  // checkpointed layer's recomputation (in the backward pass) holds copies, not `this`.
+  struct Dims {
+    int64_t heads, kv_heads, head_dim;
+    double eps;
+    RunOptions options;
+  };
+  static at::Tensor project(const Dims& d, const at::Tensor& x, const Linear& linear);
+  static at::Tensor layer_forward(const Dims& d, const Layer& w, const at::Tensor& x, const at::Tensor& cos,
+                                  const at::Tensor& sin, KvCache* cache, size_t index,
+                                  const std::optional<at::Tensor>& mask);
+  // The tensors of a layer that require grad (what a checkpointed layer returns gradients for).
+  static std::vector<at::Tensor> trainable(const Layer& w);
 
-  int64_t heads_, kv_heads_, head_dim_;
-  double eps_, rope_theta_;
+  Dims dims_;
+
+  double rope_theta_;
   at::Tensor embed_tokens_;  // [V, D]
   std::vector<Layer> layers_;
   at::Tensor norm_;     // [D]
