@@ -8,7 +8,9 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 
@@ -42,18 +44,13 @@ Generation decode(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_e
   return out;
 }
 
-}  // namespace
-
-Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
-                           const GreedyOptions& options) {
-  return decode(llm, inputs_embeds, options, [](const at::Tensor& logits, const std::vector<int32_t>&) {
-    return static_cast<int32_t>(logits.argmax().item<int64_t>());
-  });
-}
-
-std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm,
-                                              const std::vector<at::Tensor>& prompts,
-                                              const GreedyOptions& options) {
+// The batched decoding loop, left-padded as the reference batches prompts: pad embeddings of id 0
+// in front, masked out of attention, positions counting real tokens only. `choose(logits [B, vocab],
+// out, done)` returns each row's next token on the host, given the tokens so far and which rows
+// are finished; a finished row's token is fed on (so the batch stays rectangular) but dropped.
+template <typename Choose>
+std::vector<Generation> decode_batch(const model::Qwen2ForCausalLM& llm, const std::vector<at::Tensor>& prompts,
+                                     const GreedyOptions& options, Choose choose) {
   const int64_t batch = static_cast<int64_t>(prompts.size());
   std::vector<Generation> out(prompts.size());
   if (prompts.empty()) return out;
@@ -75,15 +72,12 @@ std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm
   at::Tensor next_position = positions.select(1, longest - 1) + 1;  // [B]
   std::vector<bool> done(prompts.size(), false);
   for (int step = 0; step < options.max_new_tokens; ++step) {
-    const at::Tensor tokens = llm.logits(hidden.select(1, hidden.size(1) - 1)).argmax(-1);  // [B]
-    // One device-to-host copy per step, not one synchronising read per row.
-    const at::Tensor host = tokens.to(at::kCPU).contiguous();
-    const int64_t* picked = host.data_ptr<int64_t>();
+    const std::vector<int64_t> picked = choose(llm.logits(hidden.select(1, hidden.size(1) - 1)), out, done);
     bool all_done = true;
     for (int64_t b = 0; b < batch; ++b) {
       if (done[static_cast<size_t>(b)]) continue;
       Generation& g = out[static_cast<size_t>(b)];
-      const auto token = static_cast<int32_t>(picked[b]);
+      const auto token = static_cast<int32_t>(picked[static_cast<size_t>(b)]);
       g.tokens.push_back(token);
       if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
         g.finish = FinishReason::kStop;
@@ -92,12 +86,32 @@ std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm
       all_done = all_done && done[static_cast<size_t>(b)];
     }
     if (all_done) return out;
-    // Finished rows keep decoding (their tokens are dropped), so the batch stays rectangular.
     mask = at::cat({mask, at::ones({batch, 1}, long_options)}, 1);
-    hidden = llm.hidden_states(llm.embed(tokens.unsqueeze(1)), next_position.unsqueeze(1), &cache, mask);
+    const at::Tensor tokens = at::tensor(picked, long_options).unsqueeze(1);  // [B, 1]
+    hidden = llm.hidden_states(llm.embed(tokens), next_position.unsqueeze(1), &cache, mask);
     next_position = next_position + 1;
   }
   return out;
+}
+
+}  // namespace
+
+Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
+                           const GreedyOptions& options) {
+  return decode(llm, inputs_embeds, options, [](const at::Tensor& logits, const std::vector<int32_t>&) {
+    return static_cast<int32_t>(logits.argmax().item<int64_t>());
+  });
+}
+
+std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm,
+                                              const std::vector<at::Tensor>& prompts,
+                                              const GreedyOptions& options) {
+  return decode_batch(llm, prompts, options, [](const at::Tensor& logits, const std::vector<Generation>&,
+                                                  const std::vector<bool>&) {
+    // One device-to-host copy per step, not one synchronising read per row.
+    const at::Tensor host = logits.argmax(-1).to(at::kCPU).contiguous();
+    return std::vector<int64_t>(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+  });
 }
 
 Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
@@ -107,6 +121,32 @@ Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor
                 [&](const at::Tensor& logits, const std::vector<int32_t>& generated) {
                   return sample_token(process_scores(logits.cpu(), generated, sampling), generator);
                 });
+}
+
+std::vector<Generation> generate_sampled_batch(const model::Qwen2ForCausalLM& llm,
+                                               const std::vector<at::Tensor>& prompts,
+                                               const GreedyOptions& options,
+                                               const std::vector<SamplingOptions>& sampling,
+                                               const std::vector<uint64_t>& seeds) {
+  TORCH_CHECK(seeds.size() == prompts.size(), "sampled batch: ", prompts.size(), " prompts but ", seeds.size(),
+              " seeds");
+  TORCH_CHECK(sampling.size() == 1 || sampling.size() == prompts.size(), "sampled batch: ", prompts.size(),
+              " prompts but ", sampling.size(), " sampling options (give one, or one per prompt)");
+  // One generator per row, seeded as generate_sampled seeds its one: a row's draws do not depend on
+  // the other rows or on when they finish.
+  std::vector<at::Generator> generators;
+  for (const uint64_t seed : seeds) generators.push_back(at::make_generator<at::CPUGeneratorImpl>(seed));
+  return decode_batch(llm, prompts, options, [&](const at::Tensor& logits, const std::vector<Generation>& out,
+                                                 const std::vector<bool>& done) {
+    const at::Tensor host = logits.to(at::kCPU);  // [B, vocab], one copy per step
+    std::vector<int64_t> picked(prompts.size(), 0);  // finished rows: id 0, dropped
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      if (done[b]) continue;
+      const SamplingOptions& o = sampling.size() == 1 ? sampling.front() : sampling[b];
+      picked[b] = sample_token(process_scores(host[static_cast<int64_t>(b)], out[b].tokens, o), generators[b]);
+    }
+    return picked;
+  });
 }
 
 }  // namespace cpm::core::serve

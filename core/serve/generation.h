@@ -44,4 +44,15 @@ std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm
 Generation generate_sampled(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
                             const GreedyOptions& options, const SamplingOptions& sampling, uint64_t seed);
 
+// Sampled decoding of several prompts at once, left-padded as generate_greedy_batch does it. Row i
+// draws with sampling[i] (sampling[0] for every row when one set is given) from its own CPU
+// generator seeded with seeds[i], once per step as generate_sampled does, so each result is what
+// generate_sampled gives for that prompt alone with the same options and seed.
+// REQUIRES: seeds.size() == prompts.size(); sampling.size() is 1 or prompts.size().
+std::vector<Generation> generate_sampled_batch(const model::Qwen2ForCausalLM& llm,
+                                               const std::vector<at::Tensor>& prompts,
+                                               const GreedyOptions& options,
+                                               const std::vector<SamplingOptions>& sampling,
+                                               const std::vector<uint64_t>& seeds);
+
 }  // namespace cpm::core::serve

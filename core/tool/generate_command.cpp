@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded with
-// the KV cache (greedy, or sampled with --sample) and post-processed as the reference chat() does.
+// the KV cache (greedy, sampled with --sample, or beam search with --num-beams) and post-processed
+// as the reference chat() does.
 #include <chrono>
 #include <cstdio>
 
@@ -12,6 +13,7 @@
 #include "common/device.h"
 #include "common/guard.h"
 #include "model/load.h"
+#include "serve/beam_search.h"
 #include "serve/generation.h"
 
 namespace cpm::tool {
@@ -22,6 +24,9 @@ struct Decoding {
   bool sample = false;
   core::serve::SamplingOptions sampling;
   uint64_t seed = 0;
+  int num_beams = 1;  // > 1: beam search, as chat(sampling=False) with 3
+  // chat(sampling=False)'s 1.2 unless --repetition-penalty is given.
+  double beam_repetition_penalty = core::serve::BeamSearchOptions{}.repetition_penalty;
 };
 
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
@@ -57,9 +62,16 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
     const at::Tensor ids =
         at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end())).to(load.device);
     const at::Tensor embeds = m.model->prompt_embeddings(ids, prompt->image_bound, features);
-    generation = decoding.sample ? core::serve::generate_sampled(m.model->llm(), embeds, options,
-                                                                 decoding.sampling, decoding.seed)
-                                 : core::serve::generate_greedy(m.model->llm(), embeds, options);
+    if (decoding.num_beams > 1) {
+      core::serve::BeamSearchOptions beam;
+      beam.num_beams = decoding.num_beams;
+      beam.repetition_penalty = decoding.beam_repetition_penalty;
+      generation = core::serve::generate_beam(m.model->llm(), embeds, options, beam).best;
+    } else if (decoding.sample) {
+      generation = core::serve::generate_sampled(m.model->llm(), embeds, options, decoding.sampling, decoding.seed);
+    } else {
+      generation = core::serve::generate_greedy(m.model->llm(), embeds, options);
+    }
     generate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return absl::OkStatus();
   });
@@ -88,7 +100,8 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   static std::string model, image, text, device = "cpu", dtype;
   static int max_new_tokens = 512;
   static Decoding decoding;
-  CLI::App* cmd = app.add_subcommand("generate", "Answer for one image (greedy decoding), printed as text");
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Answer for one image (greedy, sampled or beam search), printed as text");
   cmd->add_option("--model", model, "checkpoint directory")->required();
   cmd->add_option("--image", image, "image file")->required();
   cmd->add_option("--text", text, "question after the image (default: none, the image alone)");
@@ -100,14 +113,31 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--temperature", decoding.sampling.temperature, "with --sample")->check(CLI::PositiveNumber);
   cmd->add_option("--top-k", decoding.sampling.top_k, "with --sample; 0 disables")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", decoding.sampling.top_p, "with --sample; 1 disables")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--repetition-penalty", decoding.sampling.repetition_penalty, "with --sample; 1 disables")
-      ->check(CLI::PositiveNumber);
+  CLI::Option* penalty =
+      cmd->add_option("--repetition-penalty", decoding.sampling.repetition_penalty,
+                      "over generated tokens, with --sample (default 1.05) or --num-beams (default 1.2); "
+                      "1 disables")
+          ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", decoding.seed, "with --sample: the draws' seed (default 0)");
+  cmd->add_option("--num-beams", decoding.num_beams,
+                  "beam search with N beams when N > 1, as chat(sampling=False) with 3 (default 1: "
+                  "greedy or --sample)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--device", device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--dtype", dtype, "f32 or bf16 (default: f32 on cpu, bf16 on cuda)")
       ->check(CLI::IsMember({"f32", "bf16"}));
-  cmd->footer("Example: cpm-tool generate --model ./MiniCPM-o-2_6 --image formula.png --text 'LaTeX?'");
-  cmd->callback([&exit_code] { exit_code = run(model, image, text, max_new_tokens, device, dtype, decoding); });
+  cmd->footer(
+      "Example: cpm-tool generate --model ./MiniCPM-o-2_6 --image formula.png --text 'LaTeX?'\n"
+      "chat(sampling=False): add --num-beams 3");
+  cmd->callback([&exit_code, penalty] {
+    if (decoding.sample && decoding.num_beams > 1) {
+      fail("--sample with --num-beams > 1 (beam sampling) is not supported; choose one");
+      exit_code = 2;
+      return;
+    }
+    if (penalty->count() > 0) decoding.beam_repetition_penalty = decoding.sampling.repetition_penalty;
+    exit_code = run(model, image, text, max_new_tokens, device, dtype, decoding);
+  });
 }
 
 }  // namespace cpm::tool

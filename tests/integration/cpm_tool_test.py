@@ -171,6 +171,13 @@ class ModelCommandsTest(unittest.TestCase):
         sampled = [tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4",
                         "--sample", "--seed", "9").stdout for _ in range(2)]
         self.assertEqual(sampled[0], sampled[1])  # the seed makes the draws repeat
+        # Beam search as chat(sampling=False) runs it; checked against transformers in tests/core/serve.
+        r = tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4", "--num-beams", "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.endswith("\n"), repr(r.stdout))
+        r = tool("generate", "--model", self.model, "--image", self.image, "--num-beams", "3", "--sample")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("(beam sampling) is not supported", r.stderr)
         r = tool("generate", "--model", os.path.join(self.tmp.name, "nope"), "--image", self.image)
         self.assertEqual(r.returncode, 1)
 

@@ -152,3 +152,56 @@ TEST(GenerateGreedyBatch, LeftPaddedBatchEqualsEachPromptAlone) {
 
 }  // namespace
 }  // namespace cpm::core::serve
+
+namespace cpm::core::serve {
+namespace {
+
+// Left-padded sampled batches: each row draws from its own generator, so it equals the prompt
+// sampled alone with the same options and seed, whatever the other rows do or when they stop.
+TEST(GenerateSampledBatch, EachRowEqualsThePromptSampledAlone) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = *tiny().checkpoint.tensor("golden.input_ids");  // [2, 12]
+  const std::vector<at::Tensor> prompt_ids = {ids[0], ids[1].narrow(0, 0, 5), ids[1].narrow(0, 3, 9)};
+  std::vector<at::Tensor> prompts;
+  for (const at::Tensor& p : prompt_ids) prompts.push_back(llm.embed(p.unsqueeze(0))[0]);
+  const std::vector<uint64_t> seeds = {7, 7, 1234};  // rows 0 and 1 share a seed, not a prompt
+  SamplingOptions hot;
+  hot.temperature = 1.3;
+  hot.top_k = 0;
+  hot.top_p = 0.95;
+  SamplingOptions narrow;
+  narrow.top_k = 5;
+  narrow.repetition_penalty = 1.3;
+  const std::vector<SamplingOptions> own = {SamplingOptions{}, hot, narrow};
+
+  const GreedyOptions limits{.max_new_tokens = 12, .stop_ids = {}};
+  const std::vector<Generation> per_row = generate_sampled_batch(llm, prompts, limits, own, seeds);
+  const std::vector<Generation> shared = generate_sampled_batch(llm, prompts, limits, {hot}, seeds);
+  ASSERT_EQ(per_row.size(), 3u);
+  ASSERT_EQ(shared.size(), 3u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(per_row[i].tokens, generate_sampled(llm, prompts[i].unsqueeze(0), limits, own[i], seeds[i]).tokens)
+        << "row " << i;
+    EXPECT_EQ(shared[i].tokens, generate_sampled(llm, prompts[i].unsqueeze(0), limits, hot, seeds[i]).tokens)
+        << "row " << i;
+    EXPECT_EQ(per_row[i].tokens.size(), 12u);
+  }
+  EXPECT_NE(per_row[0].tokens, per_row[1].tokens);
+
+  // A stop id ends its own row only; the rows after it still draw as they would alone.
+  const GreedyOptions stopping{.max_new_tokens = 12, .stop_ids = {per_row[1].tokens[2]}};
+  const std::vector<Generation> stopped = generate_sampled_batch(llm, prompts, stopping, own, seeds);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const Generation alone = generate_sampled(llm, prompts[i].unsqueeze(0), stopping, own[i], seeds[i]);
+    EXPECT_EQ(stopped[i].tokens, alone.tokens) << "row " << i;
+    EXPECT_EQ(stopped[i].finish, alone.finish) << "row " << i;
+  }
+  EXPECT_EQ(stopped[1].finish, FinishReason::kStop);
+  EXPECT_LE(stopped[1].tokens.size(), 3u);
+
+  EXPECT_THROW(generate_sampled_batch(llm, prompts, limits, own, {1, 2}), c10::Error);
+  EXPECT_THROW(generate_sampled_batch(llm, prompts, limits, {hot, hot}, seeds), c10::Error);
+}
+
+}  // namespace
+}  // namespace cpm::core::serve
