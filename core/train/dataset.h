@@ -110,8 +110,8 @@ absl::Status check_bad_records(const ValidationReport& report, bool skip_bad_rec
 struct SplitOptions {
   // Give at most one. Neither: 5% of the records, at most 500. A fraction takes
   // ceil(fraction * n) records (at most n - 1); a size takes exactly that many (less than n).
-  std::optional<double> eval_fraction;
-  std::optional<int64_t> eval_size;
+  std::optional<double> eval_fraction = std::nullopt;
+  std::optional<int64_t> eval_size = std::nullopt;
   // Seed of the shuffle that picks the eval records. Default: 42.
   int64_t seed = 42;
 };
