@@ -42,7 +42,8 @@ test: build
 # tests against libpng + libjpeg and run them.
 test-no-opencv: deps
 	cmake -S . -B $(BUILD_NO_OPENCV) -G Ninja -DCPM_WERROR=ON -DCPM_WITH_OPENCV=OFF $(CMAKE_ARGS)
-	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test core_io_test core_image_test core_model_test core_vision_test
+	cmake --build $(BUILD_NO_OPENCV) -j $(JOBS) --target core_common_test core_io_test core_image_test core_model_test core_vision_test \
+	  core_train_data_test core_train_metrics_test
 	ctest --test-dir $(BUILD_NO_OPENCV) --output-on-failure -j $(JOBS) -L core
 
 # Each libFuzzer harness runs for FUZZ_SECONDS from the committed seed files, with a fixed seed so a

@@ -103,6 +103,39 @@ bool cuda_available() {
 #endif
 }
 
+CudaMemory cuda_memory([[maybe_unused]] int index) {
+  CudaMemory m;
+#ifdef CPM_WITH_CUDA
+  try {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+    m.allocated_bytes = stats.allocated_bytes[0].current;
+    m.reserved_bytes = stats.reserved_bytes[0].current;
+    m.peak_allocated_bytes = stats.allocated_bytes[0].peak;
+    m.peak_reserved_bytes = stats.reserved_bytes[0].peak;
+  } catch (const c10::Error&) {
+  }
+#endif
+  return m;
+}
+
+void reset_cuda_peak_memory([[maybe_unused]] int index) {
+#ifdef CPM_WITH_CUDA
+  try {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
+  } catch (const c10::Error&) {
+  }
+#endif
+}
+
+void cuda_synchronize([[maybe_unused]] int index) {
+#ifdef CPM_WITH_CUDA
+  if (cuda_available()) {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));
+    c10::cuda::device_synchronize();
+  }
+#endif
+}
+
 std::vector<DeviceInfo> list_devices() {
   std::vector<DeviceInfo> out;
 #ifdef CPM_WITH_CUDA

@@ -27,4 +27,15 @@ std::vector<DeviceInfo> list_devices();
 // True in a CUDA build with at least one visible GPU.
 bool cuda_available();
 
+// The caching allocator's counters for CUDA device `index` (all zero without CUDA or before the
+// first CUDA tensor). Peaks count from process start or the last reset_cuda_peak_memory().
+struct CudaMemory {
+  int64_t allocated_bytes = 0, reserved_bytes = 0;
+  int64_t peak_allocated_bytes = 0, peak_reserved_bytes = 0;
+};
+CudaMemory cuda_memory(int index);
+void reset_cuda_peak_memory(int index);
+// Waits for the work queued on device `index` (a no-op without CUDA); for honest timings.
+void cuda_synchronize(int index);
+
 }  // namespace cpm::core

@@ -89,11 +89,8 @@ Resampler::Resampler(const Parameters& p, const std::string& scope, int64_t embe
     : embed_dim_(embed_dim), heads_(num_heads), head_dim_(checked_head_dim(embed_dim, num_heads)) {
   query_ = p.get(scope + ".query");
   if (p.contains(scope + ".kv_proj.weight")) kv_proj_ = p.get(scope + ".kv_proj.weight");
-  // nn.MultiheadAttention's packed projection: in_proj_weight.chunk(3) is (W_q, W_k, W_v).
-  const std::vector<at::Tensor> w = p.get(scope + ".attn.in_proj_weight").chunk(3, 0);
-  const std::vector<at::Tensor> b = p.get(scope + ".attn.in_proj_bias").chunk(3, 0);
-  q_weight_ = w[0], k_weight_ = w[1], v_weight_ = w[2];
-  q_bias_ = b[0], k_bias_ = b[1], v_bias_ = b[2];
+  in_proj_weight_ = p.get(scope + ".attn.in_proj_weight");
+  in_proj_bias_ = p.get(scope + ".attn.in_proj_bias");
   out_weight_ = p.get(scope + ".attn.out_proj.weight");
   out_bias_ = p.get(scope + ".attn.out_proj.bias");
   ln_q_weight_ = p.get(scope + ".ln_q.weight");
@@ -143,8 +140,11 @@ at::Tensor Resampler::forward(const at::Tensor& x,
   const at::Tensor keys = values + positions(tgt_sizes, l, values);                     // [N, L, D]
   const at::Tensor q = at::layer_norm(query_, {embed_dim_}, ln_q_weight_, ln_q_bias_,
                                       kLayerNormEps);  // [Q, D]
+  // nn.MultiheadAttention's packed projection: in_proj_weight.chunk(3) is (W_q, W_k, W_v). Split
+  // per call: views made once would go stale for autograd when training updates the weight in place.
+  const std::vector<at::Tensor> w = in_proj_weight_.chunk(3, 0), b = in_proj_bias_.chunk(3, 0);
   // The same queries for every image: [1, H, Q, Dh] expanded to [N, H, Q, Dh].
-  const at::Tensor q_heads = at::linear(q, q_weight_, q_bias_)
+  const at::Tensor q_heads = at::linear(q, w[0], b[0])
                                  .view({1, nq, heads_, head_dim_})
                                  .transpose(1, 2)
                                  .expand({n, heads_, nq, head_dim_})
@@ -163,7 +163,7 @@ at::Tensor Resampler::forward(const at::Tensor& x,
     (*mask)[i].narrow(-1, len, l - len).fill_(-std::numeric_limits<double>::infinity());
   }
   const at::Tensor attn =
-      attention(q_heads, split(keys, k_weight_, k_bias_), split(values, v_weight_, v_bias_), mask,
+      attention(q_heads, split(keys, w[1], b[1]), split(values, w[2], b[2]), mask,
                 /*causal=*/false, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
   const at::Tensor out = at::linear(attn.transpose(1, 2).reshape({n, nq, embed_dim_}), out_weight_,
                                     out_bias_);  // [N, Q, D]

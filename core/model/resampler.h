@@ -56,8 +56,8 @@ class Resampler {
   int64_t embed_dim_, heads_, head_dim_;
   at::Tensor query_;                           // [Q, D]
   std::optional<at::Tensor> kv_proj_;          // [D, kv_dim]; none: identity (kv_dim == D)
-  at::Tensor q_weight_, k_weight_, v_weight_;  // [D, D], views into attn.in_proj_weight
-  at::Tensor q_bias_, k_bias_, v_bias_;        // [D], views into attn.in_proj_bias
+  at::Tensor in_proj_weight_;  // [3D, D]: W_q, W_k, W_v stacked
+  at::Tensor in_proj_bias_;    // [3D]
   at::Tensor out_weight_, out_bias_;           // [D, D], [D]
   at::Tensor ln_q_weight_, ln_q_bias_;         // [D]
   at::Tensor ln_kv_weight_, ln_kv_bias_;       // [D]

@@ -22,7 +22,7 @@ namespace cpm::core::train {
 
 bool decays(const std::string& name) {
   static const std::regex layer_norm(R"((vpm\..*(layer_norm\d|post_layernorm)|resampler\.ln_(q|kv|post))\.weight)");
-  if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) return false;
+  if (name.find("bias") != std::string::npos) return false;  // HF: `"bias" not in name`
   return !std::regex_match(name, layer_norm);
 }
 
@@ -95,7 +95,7 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
     out.emplace_back(params_[i].name + ".exp_avg", exp_avg_[i]);
     out.emplace_back(params_[i].name + ".exp_avg_sq", exp_avg_sq_[i]);
   }
-  out.emplace_back("step", at::scalar_tensor(static_cast<double>(steps_), at::kDouble));
+  out.emplace_back("step", at::scalar_tensor(steps_, at::kLong));
   return out;
 }
 
@@ -116,7 +116,7 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
   }
   const auto it = by_name.find("step");
   if (it == by_name.end()) throw std::invalid_argument("optimizer state has no 'step'");
-  steps_ = static_cast<int64_t>(it->second.item<double>());
+  steps_ = it->second.item<int64_t>();
 }
 
 }  // namespace cpm::core::train

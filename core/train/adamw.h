@@ -28,7 +28,8 @@ struct TrainableParam {
   bool decay = true;
 };
 
-// The Hugging Face Trainer's rule for this model: no decay on biases and on nn.LayerNorm weights
+// The Hugging Face Trainer's rule for this model: no decay on names containing "bias"
+// (resampler.attn.in_proj_bias included) and on nn.LayerNorm weights
 // (the vision tower's layer_norm1/2 and post_layernorm, the resampler's ln_q/ln_kv/ln_post).
 // Qwen2's RMSNorm is not an nn.LayerNorm, so HF decays its weights, and so does this.
 bool decays(const std::string& name);

@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "train/trainer.h"
+
+#include <ATen/Context.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+#include <regex>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "common/device.h"
+#include "io/atomic_file.h"
+#include "io/model_config.h"
+#include "io/safetensors.h"
+#include "model/adapter.h"
+#include "nlohmann/json.hpp"
+#include "serve/answer_text.h"
+#include "serve/generation.h"
+#include "train/collator.h"
+
+namespace cpm::core::train {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A record that could not be turned into an example mid-training (its image changed on disk).
+struct BadExample : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The training order of epoch `epoch`: a Fisher-Yates shuffle seeded by (seed, epoch), the same
+// on every machine.
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, uint64_t epoch) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  uint64_t state = seed * 0x100000001b3ULL + epoch;
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[splitmix64(state) % i]);
+  return order;
+}
+
+at::Generator device_generator(c10::Device device) { return at::globalContext().defaultGenerator(device); }
+
+std::string checkpoint_name(int64_t step) { return absl::StrCat("checkpoint-", step); }
+
+// The complete checkpoint folders under `output_dir`, oldest first. Staged folders start with '.',
+// so a folder named checkpoint-<step> is complete.
+std::vector<std::pair<int64_t, std::string>> checkpoints(const std::string& output_dir) {
+  static const std::regex name(R"(checkpoint-(\d+))");
+  std::vector<std::pair<int64_t, std::string>> all;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
+    std::smatch m;
+    const std::string file = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(file, m, name)) all.emplace_back(std::stoll(m[1].str()), entry.path());
+  }
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+absl::Status from_exception(const std::exception& e) {
+  const std::string what = e.what();
+  if (dynamic_cast<const BadExample*>(&e) != nullptr) return absl::InvalidArgumentError(what);
+  if (what.find("out of memory") != std::string::npos) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of device memory during a training step: ",
+                                                     what.substr(0, what.find('\n')),
+                                                     " (lower batch_size or model_max_length, or enable "
+                                                     "gradient_checkpointing)"));
+  }
+  return absl::InternalError(absl::StrCat("training step failed: ", what.substr(0, what.find('\n'))));
+}
+
+}  // namespace
+
+absl::Status validate(const TrainConfig& c) {
+  const auto bad = [](const std::string& why) { return absl::InvalidArgumentError(why); };
+  if (c.tune_llm && c.use_lora) return bad("tune_llm and use_lora cannot both be set (as in the recipe)");
+  if (c.tune_llm) {
+    return absl::UnimplementedError("full fine-tuning of the LLM (tune_llm) is not supported; train LoRA adapters");
+  }
+  if (c.use_lora && c.lora.r <= 0) return bad("lora r must be positive");
+  if (c.learning_rate <= 0 || !std::isfinite(c.learning_rate)) return bad("learning_rate must be positive");
+  if (c.adam.beta1 < 0 || c.adam.beta1 >= 1 || c.adam.beta2 < 0 || c.adam.beta2 >= 1) {
+    return bad("adam betas must be in [0, 1)");
+  }
+  if (c.adam.eps <= 0) return bad("adam_epsilon must be positive");
+  if (c.adam.weight_decay < 0) return bad("weight_decay must be >= 0");
+  if (c.max_grad_norm < 0) return bad("max_grad_norm must be >= 0");
+  if (c.warmup_ratio < 0 || c.warmup_ratio > 1) return bad("warmup_ratio must be in [0, 1]");
+  if (c.warmup_steps < 0) return bad("warmup_steps must be >= 0");
+  if (c.max_steps < 0) return bad("max_steps must be >= 0");
+  if (c.max_steps == 0 && !(c.num_epochs > 0)) return bad("num_epochs must be positive when max_steps is 0");
+  if (c.batch_size < 1) return bad("batch_size must be >= 1");
+  if (c.gradient_accumulation_steps < 1) return bad("gradient_accumulation_steps must be >= 1");
+  if (c.save_steps < 0 || c.eval_steps < 0) return bad("save_steps and eval_steps must be >= 0");
+  if (c.save_total_limit < 0) return bad("save_total_limit must be >= 0");
+  if (c.eval_max_new_tokens < 1) return bad("eval_max_new_tokens must be >= 1");
+  if (c.output_dir.empty()) return bad("output_dir is required");
+  return absl::OkStatus();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
+  const auto all = checkpoints(output_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+Trainer::Trainer(const model::LoadedModel& base, const ExampleBuilder& builder, std::vector<DatasetRecord> train,
+                 std::vector<DatasetRecord> eval, const TrainConfig& config)
+    : base_(base), builder_(builder), train_(std::move(train)), eval_(std::move(eval)), config_(config) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const model::LoadedModel& base,
+                                                         const ExampleBuilder& builder,
+                                                         std::vector<DatasetRecord> train,
+                                                         std::vector<DatasetRecord> eval,
+                                                         const TrainConfig& config) {
+  if (auto s = validate(config); !s.ok()) return s;
+  if (train.empty()) return absl::InvalidArgumentError("the training split is empty");
+  std::unique_ptr<Trainer> t(new Trainer(base, builder, std::move(train), std::move(eval), config));
+  std::error_code ec;
+  fs::create_directories(config.output_dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", config.output_dir, ": ", ec.message()));
+  if (auto s = t->init(latest_checkpoint(config.output_dir)); !s.ok()) return s;
+  return t;
+}
+
+absl::Status Trainer::init(std::optional<std::string> checkpoint) {
+  const io::ModelConfig& mc = base_.configs.model;
+  const at::Tensor& probe = base_.params.get("llm.model.norm.weight");
+  device_ = probe.device();
+
+  io::PeftLoraConfig lora = config_.lora;
+  if (config_.tune_vision &&
+      std::find(lora.modules_to_save.begin(), lora.modules_to_save.end(), "vpm") == lora.modules_to_save.end()) {
+    lora.modules_to_save.push_back("vpm");
+  }
+  if (config_.use_lora) {
+    auto fresh = model::init_adapter(base_.params, mc, lora, config_.seed);
+    if (!fresh.ok()) return fresh.status();
+    adapter_ = *std::move(fresh);
+  } else {
+    auto saved = model::resolve_modules_to_save(base_.params, lora.modules_to_save);
+    if (!saved.ok()) return saved.status();
+    if (saved->empty()) return absl::InvalidArgumentError("nothing to train: use_lora is false and modules_to_save is empty");
+    adapter_.config = lora;
+    for (const std::string& name : *saved) adapter_.tensors[name] = base_.params.get(name).detach().clone();
+  }
+
+  const int64_t per_step = static_cast<int64_t>(config_.batch_size) * config_.gradient_accumulation_steps;
+  const int64_t total = config_.max_steps > 0
+                            ? config_.max_steps
+                            : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                  config_.num_epochs * static_cast<double>(train_.size()) / static_cast<double>(per_step))));
+  schedule_ = LrSchedule{config_.schedule, config_.learning_rate,
+                         warmup_steps(total, config_.warmup_ratio, config_.warmup_steps), total};
+
+  json state;
+  if (checkpoint) {
+    auto saved = io::read_peft_adapter(*checkpoint);
+    if (!saved.ok()) return saved.status();
+    for (auto& [name, t] : adapter_.tensors) {
+      const auto it = saved->tensors.find(name);
+      if (it == saved->tensors.end() || !it->second.sizes().equals(t.sizes())) {
+        return absl::FailedPreconditionError(absl::StrCat(*checkpoint, " does not match this job's adapter (tensor ", name,
+                                                          "); was the job's spec changed?"));
+      }
+      t = it->second;
+    }
+    auto text = io::read_file((fs::path(*checkpoint) / "trainer_state.json").string());
+    if (!text.ok()) return text.status();
+    state = json::parse(*text, nullptr, false);
+    if (!state.is_object() || !state.contains("step")) {
+      return absl::DataLossError(absl::StrCat(*checkpoint, "/trainer_state.json is malformed"));
+    }
+  }
+  // Trained tensors live on the device: LoRA in float32 (as PEFT), module copies in the model's dtype.
+  for (auto& [name, t] : adapter_.tensors) {
+    const bool lora_tensor = name.find(".lora_") != std::string::npos;
+    t = t.to(device_, lora_tensor ? at::kFloat : base_.params.get(name).scalar_type()).contiguous().detach();
+    t.requires_grad_(true);
+  }
+  auto params = model::apply_adapter(base_.params, mc, adapter_);
+  if (!params.ok()) return params.status();
+  params_ = *std::move(params);
+  model::RunOptions run = model::run_options(adapter_.config, /*training=*/true);
+  run.gradient_checkpointing = config_.gradient_checkpointing;
+  model_ = std::make_unique<model::MiniCPMO>(params_, mc, run);
+
+  std::vector<TrainableParam> trainable;
+  for (const auto& [name, t] : adapter_.tensors) trainable.push_back({name, t, decays(name)});
+  optimizer_ = std::make_unique<AdamW>(std::move(trainable), config_.adam);
+
+  at::Generator gen = device_generator(device_);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  if (!checkpoint) {
+    gen.set_current_seed(config_.seed);
+    return absl::OkStatus();
+  }
+  try {
+    auto opt = io::SafetensorsCheckpoint::open((fs::path(*checkpoint) / "optimizer.safetensors").string());
+    if (!opt.ok()) return opt.status();
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const std::string& name : opt->names()) {
+      auto t = opt->tensor(name);
+      if (!t.ok()) return t.status();
+      tensors.emplace_back(name, *t);
+    }
+    optimizer_->load_state(tensors);
+    auto rng = io::SafetensorsCheckpoint::open((fs::path(*checkpoint) / "rng.safetensors").string());
+    if (!rng.ok()) return rng.status();
+    auto rng_state = rng->tensor("device");
+    if (!rng_state.ok()) return rng_state.status();
+    gen.set_state(rng_state->clone());
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(*checkpoint, ": cannot restore the optimizer or RNG: ", e.what()));
+  }
+  step_ = resumed_from_ = state["step"].get<int64_t>();
+  return absl::OkStatus();
+}
+
+std::vector<size_t> Trainer::micro_batch(int64_t index) const {
+  const size_t n = train_.size();
+  std::vector<size_t> out;
+  for (int64_t k = 0; k < config_.batch_size; ++k) {
+    const uint64_t sample = static_cast<uint64_t>(index) * config_.batch_size + k;
+    // One shuffle per epoch; the stream of samples runs on across epochs.
+    out.push_back(epoch_order(n, config_.seed, sample / n)[sample % n]);
+  }
+  return out;
+}
+
+Trainer::BatchLoss Trainer::batch_loss(const std::vector<const DatasetRecord*>& records,
+                                                   const model::MiniCPMO& model) {
+  std::vector<TrainingExample> examples;
+  for (const DatasetRecord* r : records) {
+    auto ex = builder_.build(r->conversation);
+    if (!ex.ok()) throw BadExample(absl::StrCat("record ", r->number, ": ", ex.status().message()));
+    examples.push_back(*std::move(ex));
+  }
+  const Batch batch = collate(examples, builder_.options().model_max_length);
+  const c10::ScalarType dtype = base_.params.get("vpm.embeddings.patch_embedding.weight").scalar_type();
+  std::vector<at::Tensor> pixels;
+  std::vector<std::array<int64_t, 2>> sizes;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    for (const at::Tensor& p : batch.pixel_values[i]) pixels.push_back(p.to(device_, dtype));
+    sizes.insert(sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
+  }
+  // [N strips, query_num, hidden]; each sample's rows are its own strips, in order.
+  const at::Tensor features = pixels.empty() ? at::Tensor() : model.encode_images(pixels, sizes);
+  const at::Tensor ids = batch.input_ids.to(device_);
+  std::vector<at::Tensor> embeds;
+  int64_t offset = 0;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(batch.pixel_values[i].size());
+    embeds.push_back(model.prompt_embeddings(ids[i], batch.image_bound[i],
+                                             n > 0 ? features.narrow(0, offset, n) : at::Tensor()));
+    offset += n;
+  }
+  // The recipe runs the LLM without an attention mask: right padding only follows real tokens.
+  const at::Tensor hidden = model.llm().hidden_states(at::cat(embeds, 0), batch.position_ids.to(device_));
+  // Only labelled positions need logits: the mean over them is the recipe's loss, and the
+  // [B, T, vocab] logits are never built.
+  const at::Tensor labels = batch.labels.to(device_).reshape({-1});
+  const at::Tensor rows = at::nonzero(labels.ne(kIgnoreIndex)).squeeze(1);
+  const at::Tensor logits = model.llm().logits(hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows));
+  const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), labels.index_select(0, rows));
+  return {loss, rows.size(0), batch.attention_mask.sum().item<int64_t>()};
+}
+
+absl::StatusOr<StepReport> Trainer::step() {
+  if (done()) return absl::FailedPreconditionError("training is already done");
+  const auto start = std::chrono::steady_clock::now();
+  StepReport r;
+  try {
+    double loss_sum = 0;
+    for (int m = 0; m < config_.gradient_accumulation_steps; ++m) {
+      std::vector<const DatasetRecord*> records;
+      for (size_t i : micro_batch(step_ * config_.gradient_accumulation_steps + m)) records.push_back(&train_[i]);
+      const BatchLoss b = batch_loss(records, *model_);
+      (b.loss / config_.gradient_accumulation_steps).backward();
+      loss_sum += b.loss.item<double>();
+      r.tokens += b.tokens;
+    }
+    std::vector<at::Tensor> grads;
+    for (const TrainableParam& p : optimizer_->params()) {
+      if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
+    }
+    at::NoGradGuard no_grad;
+    if (!grads.empty()) {
+      std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
+      for (at::Tensor& n : norms) n = n.to(at::kFloat);
+      r.grad_norm = at::stack(norms).norm().item<double>();
+      if (config_.max_grad_norm > 0) {
+        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
+        const double coef = config_.max_grad_norm / (r.grad_norm + 1e-6);
+        if (coef < 1) at::_foreach_mul_(grads, coef);
+      }
+    }
+    r.learning_rate = schedule_.at(step_);
+    optimizer_->step(r.learning_rate);
+    r.loss = loss_sum / config_.gradient_accumulation_steps;
+  } catch (const std::exception& e) {
+    for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+    return from_exception(e);
+  }
+  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+  ++step_;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  run_seconds_ += seconds;
+  run_tokens_ += r.tokens;
+  r.step = step_;
+  r.total_steps = schedule_.total_steps;
+  r.step_seconds = seconds;
+  r.elapsed_seconds = run_seconds_;
+  r.tokens_per_second = run_seconds_ > 0 ? static_cast<double>(run_tokens_) / run_seconds_ : 0;
+  const int64_t run_steps = step_ - resumed_from_;
+  r.eta_seconds = run_seconds_ / static_cast<double>(run_steps) * static_cast<double>(schedule_.total_steps - step_);
+  if (device_.is_cuda()) r.gpu_memory_bytes = cuda_memory(device_.index()).allocated_bytes;
+  return r;
+}
+
+absl::StatusOr<EvalReport> Trainer::evaluate() {
+  EvalReport report;
+  report.step = step_;
+  if (eval_.empty()) return report;
+  at::NoGradGuard no_grad;
+  const model::MiniCPMO model(params_, base_.configs.model, model::run_options(adapter_.config, /*training=*/false));
+  const io::Tokenizer& tok = *base_.tokenizer;
+  serve::GreedyOptions greedy;
+  greedy.max_new_tokens = config_.eval_max_new_tokens;
+  for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
+    if (const auto id = tok.token_to_id(stop)) greedy.stop_ids.push_back(*id);
+  }
+  const int32_t im_end = tok.token_to_id("<|im_end|>").value_or(-1);
+  std::vector<std::string> references;
+  double loss_sum = 0;
+  int64_t labelled = 0;
+  try {
+    for (const DatasetRecord& record : eval_) {
+      const BatchLoss b = batch_loss({&record}, model);
+      loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
+      labelled += b.labelled;
+      // The prompt is everything up to the last answer's "assistant\n"; the reference is that
+      // answer's text (the labelled span without its <|im_end|>).
+      auto ex = builder_.build(record.conversation);
+      if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
+      int64_t first = -1;
+      for (int64_t i = static_cast<int64_t>(ex->labels.size()) - 1; i >= 0; --i) {
+        if (ex->labels[i] != kIgnoreIndex && (i == 0 || ex->labels[i - 1] == kIgnoreIndex)) {
+          first = i;
+          break;
+        }
+      }
+      const int64_t answer_begin = first + 2;  // after "assistant" and "\n"
+      int64_t answer_end = answer_begin;
+      while (answer_end < static_cast<int64_t>(ex->input_ids.size()) && ex->input_ids[answer_end] != im_end) ++answer_end;
+      auto reference = tok.decode(std::span<const int32_t>(ex->input_ids).subspan(answer_begin, answer_end - answer_begin));
+      if (!reference.ok()) return reference.status();
+      references.push_back(*reference);
+
+      std::vector<std::pair<int64_t, int64_t>> bounds;
+      for (const auto& b2 : ex->image_bound) {
+        if (b2.second <= answer_begin) bounds.push_back(b2);
+      }
+      std::vector<at::Tensor> pixels;
+      const c10::ScalarType dtype = base_.params.get("vpm.embeddings.patch_embedding.weight").scalar_type();
+      for (const at::Tensor& p : ex->pixel_values) pixels.push_back(p.to(device_, dtype));
+      const std::vector<std::array<int64_t, 2>> sizes(ex->tgt_sizes.begin(), ex->tgt_sizes.begin() + bounds.size());
+      pixels.resize(bounds.size());
+      const at::Tensor features = pixels.empty() ? at::Tensor() : model.encode_images(pixels, sizes);
+      const at::Tensor ids = at::tensor(std::vector<int64_t>(ex->input_ids.begin(), ex->input_ids.begin() + answer_begin))
+                                 .to(device_);
+      const serve::Generation g =
+          serve::generate_greedy(model.llm(), model.prompt_embeddings(ids, bounds, features), greedy);
+      auto text = serve::answer_text(tok, g);
+      if (!text.ok()) return text.status();
+      report.predictions.push_back(*text);
+    }
+  } catch (const std::exception& e) {
+    return from_exception(e);
+  }
+  report.loss = labelled > 0 ? loss_sum / static_cast<double>(labelled) : 0;
+  auto metrics = latex_metrics(report.predictions, references);
+  if (!metrics.ok()) return metrics.status();
+  report.metrics = *metrics;
+  return report;
+}
+
+io::PeftAdapter Trainer::adapter() const {
+  io::PeftAdapter out;
+  out.config = adapter_.config;
+  for (const auto& [name, t] : adapter_.tensors) out.tensors[name] = t.detach().cpu().clone();
+  return out;
+}
+
+absl::StatusOr<model::Parameters> Trainer::adapted_parameters() const { return params_; }
+
+bool Trainer::checkpoint_due() const {
+  return step_ > 0 && (done() || (config_.save_steps > 0 && step_ % config_.save_steps == 0));
+}
+
+bool Trainer::eval_due() const {
+  return step_ > 0 && (done() || (config_.eval_steps > 0 && step_ % config_.eval_steps == 0));
+}
+
+absl::Status Trainer::save_checkpoint() {
+  const std::string dir = (fs::path(config_.output_dir) / checkpoint_name(step_)).string();
+  std::error_code ec;
+  if (fs::exists(dir, ec)) return absl::OkStatus();  // this step is already saved
+  auto staged = io::staging_directory(dir);
+  if (!staged.ok()) return staged.status();
+  const auto cleanup = [&] { fs::remove_all(*staged, ec); };
+  // The adapter files, so any checkpoint also loads as a PEFT adapter.
+  const io::PeftAdapter a = adapter();
+  const std::string adapter_dir = (fs::path(*staged) / "adapter").string();
+  absl::Status s = io::write_peft_adapter(adapter_dir, a);
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"}) {
+    if (s.ok() && ::rename((fs::path(adapter_dir) / f).c_str(), (fs::path(*staged) / f).c_str()) != 0) {
+      s = absl::UnavailableError(absl::StrCat("cannot move ", f, " into ", *staged));
+    }
+  }
+  fs::remove(adapter_dir, ec);
+  if (s.ok()) {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    for (const auto& [name, t] : optimizer_->state()) state.emplace_back(name, t.detach().cpu());
+    s = io::write_safetensors((fs::path(*staged) / "optimizer.safetensors").string(), state);
+  }
+  if (s.ok()) {
+    at::Generator gen = device_generator(device_);
+    at::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      rng = gen.get_state();
+    }
+    s = io::write_safetensors((fs::path(*staged) / "rng.safetensors").string(), {{"device", rng.cpu()}});
+  }
+  if (s.ok()) {
+    const json state = {{"step", step_},
+                        {"total_steps", schedule_.total_steps},
+                        {"seed", config_.seed},
+                        {"train_records", train_.size()},
+                        {"batch_size", config_.batch_size},
+                        {"gradient_accumulation_steps", config_.gradient_accumulation_steps}};
+    s = io::write_file_atomic((fs::path(*staged) / "trainer_state.json").string(), state.dump(2) + "\n");
+  }
+  if (s.ok()) s = io::publish_directory(*staged, dir);
+  if (!s.ok()) {
+    cleanup();
+    return s;
+  }
+  if (config_.save_total_limit > 0) {
+    const auto all = checkpoints(config_.output_dir);
+    for (size_t i = 0; i + config_.save_total_limit < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cpm::core::train

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// LoRA fine-tuning of MiniCPM-o-2.6 as the OpenBMB recipe trains it (spec section 7): LoRA on the
+// LLM's projections, the modules_to_save (vision tower, resampler, embeddings) trained in full as
+// copies beside the untouched base model, the recipe's pre-shifted labels and mean cross-entropy,
+// AdamW, a warmup + decay schedule, global gradient-norm clipping, gradient accumulation.
+//
+// The trainer runs one optimizer step per step() call, so its owner (the daemon's engine thread)
+// can interleave other work between steps. It checkpoints atomically (adapter, optimizer, RNG and
+// position in the data) and resumes from its newest checkpoint to the same result as an
+// uninterrupted run. Not thread-safe: one thread drives it.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "io/peft_adapter.h"
+#include "model/load.h"
+#include "train/adamw.h"
+#include "train/conversation.h"
+#include "train/dataset.h"
+#include "train/latex_metrics.h"
+#include "train/lr_schedule.h"
+
+namespace cpm::core::train {
+
+struct TrainConfig {
+  // LoRA (r, alpha, dropout, target modules, rsLoRA) and modules_to_save. `vpm` is added to
+  // modules_to_save when tune_vision is set.
+  io::PeftLoraConfig lora;
+  bool use_lora = true;
+  bool tune_vision = true;
+  bool tune_llm = false;  // full LLM fine-tuning: not supported (see validate())
+
+  double learning_rate = 1e-6;
+  AdamWOptions adam;
+  double max_grad_norm = 1.0;  // 0 disables clipping
+  Schedule schedule = Schedule::kCosine;
+  double warmup_ratio = 0.01;
+  int64_t warmup_steps = 0;  // > 0 overrides warmup_ratio
+
+  int64_t max_steps = 1000;  // 0: num_epochs decides
+  double num_epochs = 1;
+  int batch_size = 1;
+  int gradient_accumulation_steps = 1;
+  bool gradient_checkpointing = true;
+  uint64_t seed = 42;
+
+  int64_t save_steps = 500;     // 0: only at the end
+  int save_total_limit = 10;    // checkpoints kept, oldest removed first; 0 keeps all
+  int64_t eval_steps = 500;     // 0: only at the end
+  int eval_max_new_tokens = 512;
+
+  // Checkpoints go to <output_dir>/checkpoint-<step>; required.
+  std::string output_dir;
+};
+
+// INVALID_ARGUMENT naming the first bad field (and UNIMPLEMENTED for tune_llm).
+absl::Status validate(const TrainConfig& config);
+
+struct StepReport {
+  int64_t step = 0;        // optimizer steps done, 1-based after the first
+  int64_t total_steps = 0;
+  double loss = 0;         // mean over the step's labelled tokens
+  double learning_rate = 0;
+  double grad_norm = 0;    // before clipping
+  int64_t tokens = 0;      // input tokens in the step
+  double step_seconds = 0;
+  double tokens_per_second = 0;  // over the steps of this run so far
+  double elapsed_seconds = 0;    // since this run (or resume) started
+  double eta_seconds = 0;
+  int64_t gpu_memory_bytes = 0;  // allocated on the training device (0 on the CPU)
+};
+
+struct EvalReport {
+  int64_t step = 0;
+  double loss = 0;  // mean over the eval examples' labelled tokens
+  LatexMetrics metrics;  // greedy decoding of every eval example vs its answer
+  std::vector<std::string> predictions;
+};
+
+class Trainer {
+ public:
+  // Builds the trainable copies on `base`'s device: a fresh adapter (seeded), or the newest
+  // checkpoint under output_dir when there is one (then step() continues after it). `base` and
+  // `builder` must outlive the trainer.
+  static absl::StatusOr<std::unique_ptr<Trainer>> create(const model::LoadedModel& base,
+                                                         const ExampleBuilder& builder,
+                                                         std::vector<DatasetRecord> train,
+                                                         std::vector<DatasetRecord> eval,
+                                                         const TrainConfig& config);
+
+  int64_t step_count() const { return step_; }
+  int64_t total_steps() const { return schedule_.total_steps; }
+  bool done() const { return step_ >= schedule_.total_steps; }
+  int64_t resumed_from() const { return resumed_from_; }
+
+  // One optimizer step (gradient_accumulation_steps micro-batches). Errors (an example that
+  // fails to build, out of memory) leave the trainer at the previous step.
+  absl::StatusOr<StepReport> step();
+  // Eval loss and greedy-decoding OCR metrics over the eval records.
+  absl::StatusOr<EvalReport> evaluate();
+  // <output_dir>/checkpoint-<step>, written atomically; prunes beyond save_total_limit.
+  absl::Status save_checkpoint();
+  // The adapter as trained so far, in PEFT format (CPU tensors).
+  io::PeftAdapter adapter() const;
+  // The adapted model for inference (no dropout), sharing the trained tensors.
+  absl::StatusOr<model::Parameters> adapted_parameters() const;
+
+  // Should the caller checkpoint / evaluate after the step just done?
+  bool checkpoint_due() const;
+  bool eval_due() const;
+
+ private:
+  Trainer(const model::LoadedModel& base, const ExampleBuilder& builder, std::vector<DatasetRecord> train,
+          std::vector<DatasetRecord> eval, const TrainConfig& config);
+  absl::Status init(std::optional<std::string> checkpoint);
+  std::vector<size_t> micro_batch(int64_t index) const;  // record indices of micro-batch `index`
+  struct BatchLoss {
+    at::Tensor loss;  // mean cross-entropy over the labelled tokens (scalar, float32)
+    int64_t labelled = 0, tokens = 0;  // labelled tokens; input tokens without padding
+  };
+  // Throws on a record that cannot be built (BadExample) or a failing forward pass.
+  BatchLoss batch_loss(const std::vector<const DatasetRecord*>& records, const model::MiniCPMO& model);
+
+  const model::LoadedModel& base_;
+  const ExampleBuilder& builder_;
+  std::vector<DatasetRecord> train_, eval_;
+  TrainConfig config_;
+  io::PeftAdapter adapter_;  // the trained tensors, on the device, requiring grad
+  model::Parameters params_;
+  std::unique_ptr<model::MiniCPMO> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  LrSchedule schedule_;
+  int64_t step_ = 0;
+  int64_t resumed_from_ = 0;
+  int64_t run_tokens_ = 0;
+  double run_seconds_ = 0;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+};
+
+// Newest complete checkpoint folder under `output_dir` ("checkpoint-<step>"), if any.
+std::optional<std::string> latest_checkpoint(const std::string& output_dir);
+
+}  // namespace cpm::core::train

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "train/trainer.h"
+
+#include <ATen/ops/equal.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "io/peft_adapter.h"
+#include "model/random_checkpoint.h"
+#include "test_util.h"
+
+namespace cpm::core::train {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+// The tiny random checkpoint (real tokenizer, real architecture at toy size) and 32 real formulas
+// from the LaTeX_OCR validation split (the first 32 with at most 24 LaTeX tokens).
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    model::RandomCheckpointOptions options;
+    options.seed = 1;
+    options.base_tokenizer_json = CPM_QWEN_TOKENIZER_DIR "/tokenizer.json";
+    const std::string path = dir_->file("tiny");
+    if (auto s = model::write_random_checkpoint(path, model::tiny_config(), options); !s.ok()) {
+      throw std::runtime_error(std::string(s.message()));
+    }
+    auto loaded = model::load_model(path, {});
+    if (!loaded.ok()) throw std::runtime_error(std::string(loaded.status().message()));
+    model_ = loaded->release();
+    auto builder = ExampleBuilder::create(*model_->tokenizer, model_->chat_template, model_->configs.preprocessor, {});
+    if (!builder.ok()) throw std::runtime_error(std::string(builder.status().message()));
+    builder_ = new ExampleBuilder(*std::move(builder));
+    auto file = read_dataset(CPM_TEST_SOURCE_DIR "/tests/data/train/fit32/labels.csv");
+    if (!file.ok()) throw std::runtime_error(std::string(file.status().message()));
+    records_ = new std::vector<DatasetRecord>(file->records);
+  }
+  static void TearDownTestSuite() {
+    delete records_;
+    delete builder_;
+    delete model_;
+    delete dir_;
+  }
+
+  TrainConfig config(const std::string& out) const {
+    TrainConfig c;
+    c.lora.r = 16;
+    c.lora.lora_alpha = 32;
+    c.lora.lora_dropout = 0.0;
+    c.lora.target_modules_regex = std::getenv("CPM_FIT_REGEX") ? std::getenv("CPM_FIT_REGEX") : R"(llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj))";
+    c.lora.modules_to_save = {"resampler"};
+    if (std::getenv("CPM_FIT_EMBED")) c.lora.modules_to_save.push_back("embed_tokens");
+    if (std::getenv("CPM_FIT_NORM")) c.lora.modules_to_save.push_back("llm.model.norm");
+    c.learning_rate = std::getenv("CPM_FIT_LR") ? std::atof(std::getenv("CPM_FIT_LR")) : 1e-3;
+    c.warmup_ratio = 0;
+    c.output_dir = tmp_.file(out);
+    return c;
+  }
+
+  static testing::TempDir* dir_;
+  static model::LoadedModel* model_;
+  static ExampleBuilder* builder_;
+  static std::vector<DatasetRecord>* records_;
+  testing::TempDir tmp_;
+};
+testing::TempDir* TrainerTest::dir_ = nullptr;
+model::LoadedModel* TrainerTest::model_ = nullptr;
+ExampleBuilder* TrainerTest::builder_ = nullptr;
+std::vector<DatasetRecord>* TrainerTest::records_ = nullptr;
+
+TEST_F(TrainerTest, FitsThirtyTwoFormulasAndLeavesTheBaseModelUntouched) {
+  std::map<std::string, at::Tensor> before;
+  for (const auto& [name, t] : model_->params.all()) before[name] = t.clone();
+  TrainConfig c = config("fit");
+  c.batch_size = 4;
+  c.max_steps = std::getenv("CPM_FIT_STEPS") ? std::atoi(std::getenv("CPM_FIT_STEPS")) : 160;
+  c.gradient_checkpointing = true;
+  auto trainer = Trainer::create(*model_, *builder_, *records_, *records_, c);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  std::vector<double> losses;
+  const auto start = std::chrono::steady_clock::now();
+  while (!(*trainer)->done()) {
+    auto r = (*trainer)->step();
+    ASSERT_TRUE(r.ok()) << r.status();
+    losses.push_back(r->loss);
+    if (r->step % 20 == 0) std::printf("step %lld loss %.4f lr %.2e grad norm %.3f\n", static_cast<long long>(r->step), r->loss, r->learning_rate, r->grad_norm);
+  }
+  const double first = losses.front();
+  double last = 0;
+  for (size_t i = losses.size() - 8; i < losses.size(); ++i) last += losses[i] / 8;
+  std::printf("loss %.4f -> %.4f (mean of the last 8 steps) in %zu steps, %.1f s\n", first, last, losses.size(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  EXPECT_LT(last, 0.2 * first);
+
+  auto eval = (*trainer)->evaluate();
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  std::printf("on the training formulas: exact match %.3f, edit distance %.3f, BLEU-4 %.3f, eval loss %.4f\n",
+              eval->metrics.exact_match, eval->metrics.normalized_edit_distance, eval->metrics.bleu4, eval->loss);
+  for (size_t i = 0; i < 3; ++i) std::printf("  %s\n", eval->predictions[i].c_str());
+  EXPECT_GT(eval->metrics.exact_match, 0.5);
+
+  for (const auto& [name, t] : model_->params.all()) EXPECT_TRUE(at::equal(t, before.at(name))) << name;
+}
+
+// Losses and weights after stopping and resuming from a checkpoint equal those of one run:
+// dropout draws, data order, optimizer moments and the schedule all continue where they stopped.
+TEST_F(TrainerTest, ResumingFromACheckpointEqualsAnUninterruptedRun) {
+  TrainConfig c = config("straight");
+  c.lora.lora_dropout = 0.1;
+  c.batch_size = 2;
+  c.gradient_accumulation_steps = 2;
+  c.max_steps = 4;
+  c.save_steps = 2;
+  c.warmup_steps = 1;
+  const std::vector<DatasetRecord> train(records_->begin(), records_->begin() + 6);
+  std::vector<double> straight;
+  io::PeftAdapter straight_adapter;
+  {
+    auto t = Trainer::create(*model_, *builder_, train, {}, c);
+    ASSERT_TRUE(t.ok()) << t.status();
+    while (!(*t)->done()) {
+      auto r = (*t)->step();
+      ASSERT_TRUE(r.ok()) << r.status();
+      straight.push_back(r->loss);
+    }
+    straight_adapter = (*t)->adapter();
+  }
+  c.output_dir = tmp_.file("resumed");
+  std::vector<double> resumed;
+  {
+    auto t = Trainer::create(*model_, *builder_, train, {}, c);
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (int i = 0; i < 2; ++i) {
+      auto r = (*t)->step();
+      ASSERT_TRUE(r.ok()) << r.status();
+      resumed.push_back(r->loss);
+    }
+    ASSERT_TRUE((*t)->checkpoint_due());
+    { const absl::Status saved = (*t)->save_checkpoint(); ASSERT_TRUE(saved.ok()) << saved; }
+    // A step past the checkpoint that is lost (the process dies before the next one).
+    ASSERT_TRUE((*t)->step().ok());
+  }
+  auto t = Trainer::create(*model_, *builder_, train, {}, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->resumed_from(), 2);
+  while (!(*t)->done()) {
+    auto r = (*t)->step();
+    ASSERT_TRUE(r.ok()) << r.status();
+    resumed.push_back(r->loss);
+  }
+  EXPECT_EQ(resumed, straight);
+  const io::PeftAdapter a = (*t)->adapter();
+  ASSERT_EQ(a.tensors.size(), straight_adapter.tensors.size());
+  for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(at::equal(tensor, straight_adapter.tensors.at(name))) << name;
+}
+
+TEST_F(TrainerTest, CheckpointsArePeftAdaptersAndOnlyTheNewestAreKept) {
+  TrainConfig c = config("pruned");
+  c.max_steps = 3;
+  c.save_steps = 1;
+  c.save_total_limit = 2;
+  const std::vector<DatasetRecord> train(records_->begin(), records_->begin() + 2);
+  auto t = Trainer::create(*model_, *builder_, train, {}, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  while (!(*t)->done()) {
+    ASSERT_TRUE((*t)->step().ok());
+    ASSERT_TRUE((*t)->checkpoint_due());
+    { const absl::Status saved = (*t)->save_checkpoint(); ASSERT_TRUE(saved.ok()) << saved; }
+  }
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(c.output_dir)) names.push_back(e.path().filename());
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("checkpoint-2", "checkpoint-3"));
+  EXPECT_EQ(latest_checkpoint(c.output_dir), c.output_dir + "/checkpoint-3");
+  auto adapter = io::read_peft_adapter(c.output_dir + "/checkpoint-3");
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  EXPECT_EQ(adapter->config.r, 16);
+  EXPECT_THAT(adapter->config.modules_to_save, ::testing::Contains("vpm"));  // tune_vision
+  const io::PeftAdapter live = (*t)->adapter();
+  for (const auto& [name, tensor] : live.tensors) EXPECT_TRUE(at::equal(adapter->tensors.at(name), tensor)) << name;
+  for (const char* f : {"optimizer.safetensors", "rng.safetensors", "trainer_state.json"}) {
+    EXPECT_TRUE(fs::exists(c.output_dir + "/checkpoint-3/" + f)) << f;
+  }
+  // Done: another step is refused.
+  EXPECT_EQ((*t)->step().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(TrainerTest, InvalidConfigsAreRefusedNamingTheField) {
+  const auto refused = [&](TrainConfig c, absl::StatusCode code, const std::string& what) {
+    auto t = Trainer::create(*model_, *builder_, *records_, {}, c);
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), code);
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr(what));
+  };
+  TrainConfig c = config("bad");
+  c.tune_llm = true;
+  refused(c, absl::StatusCode::kInvalidArgument, "tune_llm and use_lora");
+  c.use_lora = false;
+  refused(c, absl::StatusCode::kUnimplemented, "full fine-tuning");
+  c = config("bad");
+  c.batch_size = 0;
+  refused(c, absl::StatusCode::kInvalidArgument, "batch_size");
+  c = config("bad");
+  c.lora.target_modules_regex = R"(vpm\..*fc1)";
+  refused(c, absl::StatusCode::kInvalidArgument, "cannot take LoRA");
+  c = config("bad");
+  c.lora.modules_to_save = {"no_such_module"};
+  refused(c, absl::StatusCode::kInvalidArgument, "'no_such_module' matches no module");
+  EXPECT_EQ(Trainer::create(*model_, *builder_, {}, {}, config("empty")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cpm::core::train
