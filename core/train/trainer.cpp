@@ -249,20 +249,28 @@ std::vector<size_t> Trainer::micro_batch(int64_t index) const {
   return out;
 }
 
-Trainer::BatchLoss Trainer::batch_loss(const std::vector<const DatasetRecord*>& records,
-                                                   const model::MiniCPMO& model) {
-  std::vector<TrainingExample> examples;
-  for (const DatasetRecord* r : records) {
-    auto ex = builder_.build(r->conversation);
-    if (!ex.ok()) throw BadExample(absl::StrCat("record ", r->number, ": ", ex.status().message()));
-    examples.push_back(*std::move(ex));
+std::vector<Batch> Trainer::step_batches(int64_t step) const {
+  std::vector<Batch> out;
+  for (int m = 0; m < config_.gradient_accumulation_steps; ++m) {
+    std::vector<TrainingExample> examples;
+    for (size_t i : micro_batch(step * config_.gradient_accumulation_steps + m)) {
+      const DatasetRecord& r = train_[i];
+      auto ex = builder_.build(r.conversation);
+      if (!ex.ok()) throw BadExample(absl::StrCat("record ", r.number, ": ", ex.status().message()));
+      examples.push_back(*std::move(ex));
+    }
+    out.push_back(collate(examples, builder_.options().model_max_length));
   }
-  const Batch batch = collate(examples, builder_.options().model_max_length);
+  return out;
+}
+
+Trainer::BatchLoss Trainer::batch_loss(const Batch& batch, const model::MiniCPMO& model) const {
+  const size_t samples = batch.pixel_values.size();
   const c10::ScalarType dtype = base_.params.get("vpm.embeddings.patch_embedding.weight").scalar_type();
   std::vector<at::Tensor> pixels;
   std::vector<std::array<int64_t, 2>> sizes;
-  for (size_t i = 0; i < examples.size(); ++i) {
-    for (const at::Tensor& p : batch.pixel_values[i]) pixels.push_back(p.to(device_, dtype));
+  for (size_t i = 0; i < samples; ++i) {
+    for (const at::Tensor& p : batch.pixel_values[i]) pixels.push_back(p.to(device_, dtype, /*non_blocking=*/true));
     sizes.insert(sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
   }
   // [N strips, query_num, hidden]; each sample's rows are its own strips, in order.
@@ -270,7 +278,7 @@ Trainer::BatchLoss Trainer::batch_loss(const std::vector<const DatasetRecord*>& 
   const at::Tensor ids = batch.input_ids.to(device_);
   std::vector<at::Tensor> embeds;
   int64_t offset = 0;
-  for (size_t i = 0; i < examples.size(); ++i) {
+  for (size_t i = 0; i < samples; ++i) {
     const int64_t n = static_cast<int64_t>(batch.pixel_values[i].size());
     embeds.push_back(model.prompt_embeddings(ids[i], batch.image_bound[i],
                                              n > 0 ? features.narrow(0, offset, n) : at::Tensor()));
@@ -289,15 +297,32 @@ Trainer::BatchLoss Trainer::batch_loss(const std::vector<const DatasetRecord*>& 
 
 absl::StatusOr<StepReport> Trainer::step() {
   if (done()) return absl::FailedPreconditionError("training is already done");
+  std::vector<Batch> batches;
+  try {
+    batches = prefetched_step_ == step_ ? prefetched_.get() : step_batches(step_);
+  } catch (const std::exception& e) {
+    prefetched_step_ = -1;
+    return from_exception(e);
+  }
+  prefetched_step_ = -1;
+  if (step_ + 1 < schedule_.total_steps) {
+    prefetched_step_ = step_ + 1;
+    prefetched_ = std::async(std::launch::async, [this, next = step_ + 1] { return step_batches(next); });
+  }
+  return step(batches);
+}
+
+absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches) {
+  if (done()) return absl::FailedPreconditionError("training is already done");
+  if (micro_batches.empty()) return absl::InvalidArgumentError("a step needs at least one micro-batch");
   const auto start = std::chrono::steady_clock::now();
   StepReport r;
+  const double n = static_cast<double>(micro_batches.size());
   try {
     double loss_sum = 0;
-    for (int m = 0; m < config_.gradient_accumulation_steps; ++m) {
-      std::vector<const DatasetRecord*> records;
-      for (size_t i : micro_batch(step_ * config_.gradient_accumulation_steps + m)) records.push_back(&train_[i]);
-      const BatchLoss b = batch_loss(records, *model_);
-      (b.loss / config_.gradient_accumulation_steps).backward();
+    for (const Batch& batch : micro_batches) {
+      const BatchLoss b = batch_loss(batch, *model_);
+      (b.loss / n).backward();
       loss_sum += b.loss.item<double>();
       r.tokens += b.tokens;
     }
@@ -318,7 +343,7 @@ absl::StatusOr<StepReport> Trainer::step() {
     }
     r.learning_rate = schedule_.at(step_);
     optimizer_->step(r.learning_rate);
-    r.loss = loss_sum / config_.gradient_accumulation_steps;
+    r.loss = loss_sum / n;
   } catch (const std::exception& e) {
     for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
     return from_exception(e);
@@ -357,13 +382,13 @@ absl::StatusOr<EvalReport> Trainer::evaluate() {
   int64_t labelled = 0;
   try {
     for (const DatasetRecord& record : eval_) {
-      const BatchLoss b = batch_loss({&record}, model);
+      auto ex = builder_.build(record.conversation);
+      if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
+      const BatchLoss b = batch_loss(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model);
       loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
       labelled += b.labelled;
       // The prompt is everything up to the last answer's "assistant\n"; the reference is that
       // answer's text (the labelled span without its <|im_end|>).
-      auto ex = builder_.build(record.conversation);
-      if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
       int64_t first = -1;
       for (int64_t i = static_cast<int64_t>(ex->labels.size()) - 1; i >= 0; --i) {
         if (ex->labels[i] != kIgnoreIndex && (i == 0 || ex->labels[i - 1] == kIgnoreIndex)) {

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "io/peft_adapter.h"
 #include "model/load.h"
 #include "train/adamw.h"
+#include "train/collator.h"
 #include "train/conversation.h"
 #include "train/dataset.h"
 #include "train/latex_metrics.h"
@@ -103,8 +105,11 @@ class Trainer {
   int64_t resumed_from() const { return resumed_from_; }
 
   // One optimizer step (gradient_accumulation_steps micro-batches). Errors (an example that
-  // fails to build, out of memory) leave the trainer at the previous step.
+  // fails to build, out of memory) leave the trainer at the previous step. The next step's
+  // examples are read, decoded and sliced on a CPU thread while this one runs on the device.
   absl::StatusOr<StepReport> step();
+  // One optimizer step on given micro-batches (benchmarks, tests): the same update, no data order.
+  absl::StatusOr<StepReport> step(const std::vector<Batch>& micro_batches);
   // Eval loss and greedy-decoding OCR metrics over the eval records.
   absl::StatusOr<EvalReport> evaluate();
   // <output_dir>/checkpoint-<step>, written atomically; prunes beyond save_total_limit.
@@ -123,12 +128,14 @@ class Trainer {
           std::vector<DatasetRecord> eval, const TrainConfig& config);
   absl::Status init(std::optional<std::string> checkpoint);
   std::vector<size_t> micro_batch(int64_t index) const;  // record indices of micro-batch `index`
+  // The micro-batches of optimizer step `step`, built from the records (throws BadExample).
+  std::vector<Batch> step_batches(int64_t step) const;
   struct BatchLoss {
     at::Tensor loss;  // mean cross-entropy over the labelled tokens (scalar, float32)
     int64_t labelled = 0, tokens = 0;  // labelled tokens; input tokens without padding
   };
-  // Throws on a record that cannot be built (BadExample) or a failing forward pass.
-  BatchLoss batch_loss(const std::vector<const DatasetRecord*>& records, const model::MiniCPMO& model);
+  // Throws on a failing forward pass.
+  BatchLoss batch_loss(const Batch& batch, const model::MiniCPMO& model) const;
 
   const model::LoadedModel& base_;
   const ExampleBuilder& builder_;
@@ -144,6 +151,9 @@ class Trainer {
   int64_t run_tokens_ = 0;
   double run_seconds_ = 0;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+  // The next step's batches, being built on a CPU thread.
+  int64_t prefetched_step_ = -1;
+  std::future<std::vector<Batch>> prefetched_;
 };
 
 // Newest complete checkpoint folder under `output_dir` ("checkpoint-<step>"), if any.

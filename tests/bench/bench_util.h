@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Shared by the GPU benchmarks: loading the model onto the device, timing, medians and GPU kernel
+// time from the Kineto profiler (when the LibTorch build has it).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cpm::bench {
+
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
+}
+
+// Total duration of the CUDA kernels (and memcpy/memset) `work` launches, in seconds, from the
+// Kineto profiler; negative when this build cannot profile.
+double gpu_kernel_seconds(const std::function<void()>& work);
+
+}  // namespace cpm::bench

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Greedy generation on the real model shapes, measured as ../shared/bench/generate.py measures
+// transformers' generate(): each request is one 448x448 image (1,024 patches -> 64 placeholder
+// tokens) inside a 94-token prompt, exactly 64 new tokens (no stop ids), batches of 1, 8 and 32
+// requests; the bare model and the same model with an unmerged LoRA adapter (r 64, alpha 16 on
+// q/k/v/o, lora_B ~ N(0, 1e-3) so it changes the output). Time to first token covers the vision
+// tower, the resampler and the prefill; decode ms/token = (t(64 tokens) - t(1 token)) / 63, the
+// baseline's GPU-time formula, here on wall time. 1 warm-up, then the median of 5. Not a test.
+//   generate_bench --model DIR [--batches 1,8,32] > results.jsonl
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/randn_like.h>
+#include <c10/core/GradMode.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "bench/bench_util.h"
+#include "common/device.h"
+#include "model/adapter.h"
+#include "model/load.h"
+#include "serve/generation.h"
+
+namespace {
+
+using namespace cpm;
+using nlohmann::json;
+
+constexpr int64_t kPromptTokens = 94, kImageStart = 16, kNewTokens = 64;
+
+struct Run {
+  double ttft = 0, total = 0;
+  std::vector<int32_t> first_row;
+};
+
+// B requests: vision + resampler over B copies of the image, B prompt embeddings, then decoding.
+Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::Tensor& ids, int batch,
+        int new_tokens) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t q = 64;
+  const std::vector<at::Tensor> strips(batch, pixels);
+  const std::vector<std::array<int64_t, 2>> sizes(batch, {32, 32});
+  const at::Tensor features = model.encode_images(strips, sizes);  // [B, 64, D]
+  std::vector<at::Tensor> prompts;
+  for (int b = 0; b < batch; ++b) {
+    prompts.push_back(model.prompt_embeddings(ids, {{kImageStart, kImageStart + q}}, features.narrow(0, b, 1))[0]);
+  }
+  core::serve::GreedyOptions options;
+  options.max_new_tokens = new_tokens;
+  const auto out = core::serve::generate_greedy_batch(model.llm(), prompts, options);
+  core::cuda_synchronize(0);
+  Run r;
+  r.total = bench::seconds_since(start);
+  r.first_row = out.front().tokens;
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("generation benchmark (GPU)");
+  std::string model_dir, batches = "1,8,32";
+  int repeats = 5;
+  std::string device = "cuda:0";
+  app.add_option("--model", model_dir, "checkpoint directory")->required();
+  app.add_option("--device", device, "cuda:0, or cpu for a smoke test");
+  app.add_option("--batches", batches);
+  app.add_option("--repeats", repeats);
+  CLI11_PARSE(app, argc, argv);
+  at::NoGradGuard no_grad;
+
+  core::model::LoadOptions load;
+  load.dtype = device == "cpu" ? at::kFloat : at::kBFloat16;  // cpu: a smoke test on the tiny model
+  load.device = c10::Device(device);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto loaded = core::model::load_model(model_dir, load);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  const double load_s = bench::seconds_since(t0);
+  const core::model::LoadedModel& m = **loaded;
+  std::printf("%s\n", json({{"load_s", load_s}, {"parameters", m.report.num_parameters},
+                            {"allocated_gib", core::cuda_memory(0).allocated_bytes / double(1 << 30)}})
+                          .dump()
+                          .c_str());
+
+  core::io::PeftLoraConfig lora;
+  lora.r = 64;
+  lora.lora_alpha = 16;
+  lora.lora_dropout = 0.1;
+  lora.target_modules_regex = R"(llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj))";
+  auto adapter = core::model::init_adapter(m.params, m.configs.model, lora, 1);
+  if (!adapter.ok()) return 1;
+  for (auto& [name, t] : adapter->tensors) {
+    if (name.find("lora_B") != std::string::npos) t = at::randn_like(t) * 1e-3;
+  }
+  auto adapted = core::model::apply_adapter(m.params, m.configs.model, *adapter);
+  if (!adapted.ok()) return 1;
+  const core::model::MiniCPMO with_lora(*adapted, m.configs.model, core::model::run_options(lora, false));
+
+  const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(load.device, load.dtype);
+  const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(load.device);
+  std::vector<int32_t> base_tokens;
+  for (const char* variant : {"base", "lora_unmerged"}) {
+    const core::model::MiniCPMO& model = std::string(variant) == "base" ? *m.model : with_lora;
+    std::stringstream list(batches);
+    for (std::string item; std::getline(list, item, ',');) {
+      const int batch = std::stoi(item);
+      run(model, pixels, ids, batch, kNewTokens);  // warm-up
+      core::reset_cuda_peak_memory(0);
+      std::vector<double> ttft, total;
+      Run last;
+      for (int i = 0; i < repeats; ++i) {
+        ttft.push_back(run(model, pixels, ids, batch, 1).total);
+        last = run(model, pixels, ids, batch, kNewTokens);
+        total.push_back(last.total);
+      }
+      if (batch == 1 && std::string(variant) == "base") base_tokens = last.first_row;
+      const double t64 = bench::median(total), t1 = bench::median(ttft);
+      const json out = {{"variant", variant},
+                        {"batch", batch},
+                        {"ttft_ms", t1 * 1e3},
+                        {"decode_ms_per_token", (t64 - t1) / (kNewTokens - 1) * 1e3},
+                        {"request_ms", t64 * 1e3},
+                        {"tokens_per_s", batch * kNewTokens / t64},
+                        {"requests_per_s", batch / t64},
+                        {"new_tokens", last.first_row.size()},
+                        {"differs_from_base", !base_tokens.empty() && last.first_row != base_tokens},
+                        {"peak_allocated_gib", core::cuda_memory(0).peak_allocated_bytes / double(1 << 30)}};
+      std::printf("%s\n", out.dump().c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

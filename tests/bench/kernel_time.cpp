@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "bench/bench_util.h"
+
+#ifdef CPM_BENCH_KINETO
+#include <torch/csrc/autograd/profiler_kineto.h>
+#endif
+
+namespace cpm::bench {
+
+double gpu_kernel_seconds(const std::function<void()>& work) {
+#ifdef CPM_BENCH_KINETO
+  namespace prof = torch::autograd::profiler;
+  const prof::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  const std::set<torch::profiler::impl::ActivityType> activities{torch::profiler::impl::ActivityType::CPU,
+                                                                 torch::profiler::impl::ActivityType::CUDA};
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  work();
+  const auto result = prof::disableProfiler();
+  double ns = 0;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() == c10::DeviceType::CUDA) ns += static_cast<double>(e.durationNs());
+  }
+  return ns * 1e-9;
+#else
+  work();
+  return -1;
+#endif
+}
+
+}  // namespace cpm::bench
