@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/ocr_batch.h"
+
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/tensor.h>
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+#include "common/guard.h"
+#include "serve/beam_search.h"
+
+namespace cpm::core::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Decoding stopped at max_new_tokens: the first `max` tokens are what a run with that limit gives.
+void cut(serve::Generation& g, int max) {
+  if (static_cast<int>(g.tokens.size()) <= max) return;
+  g.tokens.resize(static_cast<size_t>(max));
+  g.finish = serve::FinishReason::kLength;
+}
+
+// One generation call over `indices` (rows of one kind), filling their outcomes.
+absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>& rows,
+                      const std::vector<at::Tensor>& prompts, const std::vector<size_t>& indices,
+                      const std::vector<int32_t>& stop_ids, const std::function<void(int)>& before,
+                      std::vector<RowOutcome>& out) {
+  const auto start = Clock::now();
+  serve::GreedyOptions limits;
+  limits.stop_ids = stop_ids;
+  limits.max_new_tokens = 0;  // the largest of the rows'
+  for (const size_t i : indices) {
+    limits.max_new_tokens = std::max(limits.max_new_tokens, rows[i].decoding->max_new_tokens);
+  }
+  std::vector<at::Tensor> batch;
+  for (const size_t i : indices) batch.push_back(prompts[i]);
+  std::vector<serve::Generation> generations;
+  const absl::Status status = classify_device_error(guarded("generation", [&] {
+    if (before) before(static_cast<int>(indices.size()));
+    const ResolvedDecoding& first = *rows[indices.front()].decoding;
+    switch (first.kind) {
+      case DecodeKind::kGreedy:
+        generations = serve::generate_greedy_batch(model.llm(), batch, limits);
+        break;
+      case DecodeKind::kSampled: {
+        std::vector<serve::SamplingOptions> sampling;
+        std::vector<uint64_t> seeds;
+        for (const size_t i : indices) {
+          sampling.push_back(rows[i].decoding->sampling);
+          seeds.push_back(rows[i].decoding->seed);
+        }
+        generations = serve::generate_sampled_batch(model.llm(), batch, limits, sampling, seeds);
+        break;
+      }
+      case DecodeKind::kBeam:  // REQUIRES: one row (the caller splits beam groups)
+        generations = {serve::generate_beam(model.llm(), batch.front().unsqueeze(0), limits, first.beam).best};
+        break;
+    }
+    return absl::OkStatus();
+  }));
+  if (!status.ok()) return status;
+  const auto elapsed = Clock::now() - start;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    RowOutcome& o = out[indices[k]];
+    o.generation = std::move(generations[k]);
+    cut(o.generation, rows[indices[k]].decoding->max_new_tokens);
+    o.decode = elapsed;
+    o.batch_size = static_cast<int>(indices.size());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status classify_device_error(absl::Status status) {
+  if (status.code() != absl::StatusCode::kInternal) return status;
+  std::string lower(status.message());
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower.find("out of memory") != std::string::npos || lower.find("can't allocate memory") != std::string::npos) {
+    return absl::ResourceExhaustedError(status.message());
+  }
+  return status;
+}
+
+std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device device,
+                                      const std::vector<BatchRow>& rows, const std::vector<int32_t>& stop_ids,
+                                      const std::function<void(int)>& before_generation) {
+  // Inference only; the engine thread also runs training steps, so the mode is scoped here.
+  at::NoGradGuard no_grad;
+  std::vector<RowOutcome> out(rows.size());
+  std::vector<at::Tensor> prompts(rows.size());  // each [T_i, hidden]
+  std::vector<size_t> live;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto start = Clock::now();
+    const OcrInput& in = *rows[i].input;
+    out[i].status = classify_device_error(guarded("prefill", [&] {
+      const at::Tensor features = model.encode_images(in.image.pixel_values, in.image.tgt_sizes);
+      const std::vector<int64_t> ids(in.prompt.input_ids.begin(), in.prompt.input_ids.end());
+      prompts[i] = model.prompt_embeddings(at::tensor(ids).to(device), in.prompt.image_bound, features)[0];
+      return absl::OkStatus();
+    }));
+    out[i].prefill = Clock::now() - start;
+    if (out[i].status.ok()) live.push_back(i);
+  }
+  if (live.empty()) return out;
+
+  // Beam search decodes one row at a time; the others together, or one by one after running out
+  // of memory together.
+  std::vector<std::vector<size_t>> calls;
+  if (rows[live.front()].decoding->kind == DecodeKind::kBeam) {
+    for (const size_t i : live) calls.push_back({i});
+  } else {
+    calls.push_back(live);
+  }
+  for (const std::vector<size_t>& call : calls) {
+    absl::Status status = generate(model, rows, prompts, call, stop_ids, before_generation, out);
+    if (status.code() == absl::StatusCode::kResourceExhausted && call.size() > 1) {
+      for (const size_t i : call) {
+        const absl::Status alone = generate(model, rows, prompts, {i}, stop_ids, before_generation, out);
+        if (!alone.ok()) out[i].status = alone;
+      }
+    } else if (!status.ok()) {
+      for (const size_t i : call) out[i].status = status;
+    }
+  }
+  return out;
+}
+
+}  // namespace cpm::core::runtime
