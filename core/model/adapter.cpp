@@ -176,7 +176,7 @@ absl::StatusOr<io::PeftAdapter> init_adapter(const Parameters& base, const io::M
 }
 
 absl::StatusOr<Parameters> apply_adapter(const Parameters& base, const io::ModelConfig& model,
-                                         const io::PeftAdapter& adapter) {
+                                         const io::PeftAdapter& adapter, LoraPrecision precision) {
   std::vector<LoraPair> lora;
   std::vector<std::pair<std::string, at::Tensor>> copies;
   if (auto s = split_adapter(base, model, adapter, lora, copies); !s.ok()) return s;
@@ -186,9 +186,10 @@ absl::StatusOr<Parameters> apply_adapter(const Parameters& base, const io::Model
     out.set(name, t.to(w.device(), w.scalar_type()).contiguous());
   }
   for (const LoraPair& p : lora) {
-    const c10::Device device = base.get(p.module + ".weight").device();
-    out.set(lora_a_name(p.module), p.a.to(device, at::kFloat).contiguous());
-    out.set(lora_b_name(p.module), p.b.to(device, at::kFloat).contiguous());
+    const at::Tensor& w = base.get(p.module + ".weight");
+    const c10::ScalarType dtype = precision == LoraPrecision::kFloat32 ? at::kFloat : w.scalar_type();
+    out.set(lora_a_name(p.module), p.a.to(w.device(), dtype).contiguous());
+    out.set(lora_b_name(p.module), p.b.to(w.device(), dtype).contiguous());
   }
   return out;
 }

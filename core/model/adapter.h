@@ -39,12 +39,17 @@ absl::StatusOr<std::vector<std::string>> resolve_modules_to_save(const Parameter
 absl::StatusOr<io::PeftAdapter> init_adapter(const Parameters& base, const io::ModelConfig& model,
                                              const io::PeftLoraConfig& config, uint64_t seed);
 
+// The dtype of the LoRA matrices once applied: float32 as PEFT keeps them (training, parity
+// checks), or the base weights' dtype (serving: bf16 LoRA matmuls, no casts in the decode step).
+enum class LoraPrecision { kFloat32, kModelDtype };
+
 // Checks every adapter tensor against the base (LoRA pairs complete, A [r, in] and B [out, r] for a
 // LoRA-capable module of the right in/out, modules_to_save tensors named and shaped as in the
-// base) and returns the adapted store: LoRA matrices in float32 on `device` (PEFT keeps them in
-// float32 under bf16), module copies in the base's dtype. Errors name the tensor and both shapes.
+// base) and returns the adapted store: LoRA matrices on the base's device in `precision`, module
+// copies in the base's dtype. Errors name the tensor and both shapes.
 absl::StatusOr<Parameters> apply_adapter(const Parameters& base, const io::ModelConfig& model,
-                                         const io::PeftAdapter& adapter);
+                                         const io::PeftAdapter& adapter,
+                                         LoraPrecision precision = LoraPrecision::kFloat32);
 
 // The same adapter merged: every targeted weight W becomes W + scaling * B A (computed in float32,
 // rounded to W's dtype) and the modules_to_save are replaced; no LoRA tensors remain.

@@ -120,6 +120,10 @@ at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
 at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const Linear& l) {
   const at::Tensor y = at::linear(x, l.weight, l.bias);
   if (!l.lora_a.defined()) return y;
+  if (l.lora_a.scalar_type() == y.scalar_type() && !(d.options.training && d.options.lora_dropout > 0)) {
+    // Serving: everything in the model's dtype, three kernels.
+    return y.add(at::linear(at::linear(x, l.lora_a), l.lora_b), d.options.lora_scaling);
+  }
   at::Tensor in = x.to(l.lora_a.scalar_type());
   if (d.options.training && d.options.lora_dropout > 0) in = at::dropout(in, d.options.lora_dropout, /*train=*/true);
   const at::Tensor delta = at::linear(at::linear(in, l.lora_a), l.lora_b) * d.options.lora_scaling;
@@ -152,8 +156,8 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
   at::Tensor q = project(d, h, w.q).view({b, t, d.heads, d.head_dim}).transpose(1, 2);
   at::Tensor k = project(d, h, w.k).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
   at::Tensor v = project(d, h, w.v).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
-  // cos/sin [B, T, Dh] -> [B, 1, T, Dh], in the activations' dtype as the reference casts them.
-  const at::Tensor c = cos.unsqueeze(1).to(x.scalar_type()), s = sin.unsqueeze(1).to(x.scalar_type());
+  const at::Tensor& c = cos;
+  const at::Tensor& s = sin;
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
   if (cache != nullptr) {
@@ -176,7 +180,11 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
                                            const at::Tensor& position_ids, KvCache* cache,
                                            const std::optional<at::Tensor>& key_mask) const {
-  const auto [cos, sin] = rope_tables(position_ids, dims_.head_dim, rope_theta_);
+  // cos/sin [B, T, Dh] -> [B, 1, T, Dh], in the activations' dtype as the reference casts them;
+  // once here rather than in every layer.
+  auto [cos_f, sin_f] = rope_tables(position_ids, dims_.head_dim, rope_theta_);
+  const at::Tensor cos = cos_f.unsqueeze(1).to(inputs_embeds.scalar_type());
+  const at::Tensor sin = sin_f.unsqueeze(1).to(inputs_embeds.scalar_type());
   std::optional<at::Tensor> mask;
   if (key_mask) {
     // [B, Tk] -> additive [B, 1, 1, Tk]: the dtype's lowest finite value on padding (not -inf, so

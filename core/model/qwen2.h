@@ -75,6 +75,7 @@ class Qwen2ForCausalLM {
     RunOptions options;
   };
   static at::Tensor project(const Dims& d, const at::Tensor& x, const Linear& linear);
+  // cos/sin: [B, 1, T, Dh] in the activations' dtype.
   static at::Tensor layer_forward(const Dims& d, const Layer& w, const at::Tensor& x, const at::Tensor& cos,
                                   const at::Tensor& sin, KvCache* cache, size_t index,
                                   const std::optional<at::Tensor>& mask);

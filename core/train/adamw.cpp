@@ -2,7 +2,7 @@
 #include "train/adamw.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
@@ -35,6 +35,9 @@ AdamW::AdamW(std::vector<TrainableParam> params, const AdamWOptions& options)
 #if CPM_TORCH_VERSION_AT_LEAST(2, 1)
   fused_ = !params_.empty() && params_.front().tensor.is_cuda();
 #endif
+  if (fused_) {
+    for (const TrainableParam& p : params_) step_counts_.push_back(at::zeros({}, p.tensor.options().dtype(at::kFloat)));
+  }
 }
 
 void AdamW::step(double lr) {
@@ -77,8 +80,7 @@ void AdamW::step_fused(double lr) {
       g.push_back(params_[i].tensor.grad());
       m.push_back(exp_avg_[i]);
       v.push_back(exp_avg_sq_[i]);
-      // The kernel increments the step itself; it reads it as float32 on the device.
-      steps.push_back(at::full({}, static_cast<double>(steps_ - 1), p.back().options().dtype(at::kFloat)));
+      steps.push_back(step_counts_[i]);
     }
     at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2,
                       key.second ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
@@ -117,6 +119,7 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
   const auto it = by_name.find("step");
   if (it == by_name.end()) throw std::invalid_argument("optimizer state has no 'step'");
   steps_ = it->second.item<int64_t>();
+  for (at::Tensor& count : step_counts_) count.fill_(static_cast<double>(steps_));
 }
 
 }  // namespace cpm::core::train

@@ -57,6 +57,9 @@ class AdamW {
   std::vector<TrainableParam> params_;
   AdamWOptions options_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  // The fused kernel's per-parameter step counts (float32 scalars on the device, advanced by the
+  // kernel itself), kept so that a step launches no extra fills.
+  std::vector<at::Tensor> step_counts_;
   int64_t steps_ = 0;
   bool fused_ = false;
 };

@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   for (auto& [name, t] : adapter->tensors) {
     if (name.find("lora_B") != std::string::npos) t = at::randn_like(t) * 1e-3;
   }
-  auto adapted = core::model::apply_adapter(m.params, m.configs.model, *adapter);
+  auto adapted = core::model::apply_adapter(m.params, m.configs.model, *adapter, core::model::LoraPrecision::kModelDtype);
   if (!adapted.ok()) return 1;
   const core::model::MiniCPMO with_lora(*adapted, m.configs.model, core::model::run_options(lora, false));
 
