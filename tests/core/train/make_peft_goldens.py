@@ -13,10 +13,10 @@ spec resampler of make_minicpmo_goldens.py, composed into one module with attrib
                   (tests/data/adapters/cpmd_written); any warning, and any adapter key that PEFT did
                   not load or loaded elsewhere, fails the run. Its outputs are the `cpmd.*` goldens.
 
-`base.*` are the outputs without an adapter. Per set: vision [1, L, vision hidden], resampler
-[1, query_num, hidden], hidden (the LLM's final norm output) [T, hidden], logits at the columns
-`vocab_index` [T, K] and argmax over the whole vocabulary [T]: full logits would be 600 KB a token.
-Everything runs on the CPU in float32.
+`base.*` are the outputs without an adapter. Per set: vision [1, L / 16, vision hidden] (every
+16th patch), resampler [1, query_num, hidden], hidden (the LLM's final norm output) [T, hidden],
+logits at the columns `vocab_index` [T, K] and argmax over the whole vocabulary [T]: full logits
+would be 600 KB a token. Everything runs on the CPU in float32.
 
 The inputs come from cpm-tool, so both sides see the same pixels and prompt ids (pixels and ids are
 checked against Pillow and the reference processor elsewhere):
@@ -43,6 +43,7 @@ from make_minicpmo_goldens import Resampler  # noqa: E402
 
 RECIPE_REGEX = r"llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 PATCH = 14
+VISION_STRIDE = 16  # every 16th vision row is kept (the resampler's output depends on all of them)
 
 
 class MiniCPMO(torch.nn.Module):
@@ -110,7 +111,8 @@ def run(model, inputs):
     with torch.no_grad():
         vision, features, logits = model(inputs["images"], inputs["sizes"], inputs["input_ids"], inputs["bound"])
     hook.remove()
-    return {"vision": vision.contiguous(), "resampler": features.contiguous(), "hidden": hidden["h"].contiguous(),
+    return {"vision": vision[:, ::VISION_STRIDE].contiguous(), "resampler": features.contiguous(),
+            "hidden": hidden["h"].contiguous(),
             "logits": logits[:, inputs["vocab_index"]].contiguous(), "argmax": logits.argmax(-1)}
 
 
@@ -133,7 +135,7 @@ def read_inputs(inputs_dir, vocab_size):
 def python_adapter(inputs, model_dir, out_dir):
     """The recipe's LoRA made by PEFT, perturbed so that every part of it changes the output."""
     from peft import LoraConfig, get_peft_model
-    from peft.utils import ModulesToSaveWrapper
+    from peft.utils.other import ModulesToSaveWrapper
 
     torch.manual_seed(7)
     model = get_peft_model(build_base(model_dir), LoraConfig(
@@ -199,6 +201,7 @@ def main():
     import safetensors
     import transformers
 
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}", flush=True)
     model_dir = os.path.join(args.inputs, "tiny")
     base = build_base(model_dir)
     inputs = read_inputs(args.inputs, base.llm.config.vocab_size)
