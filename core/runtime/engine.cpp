@@ -89,8 +89,9 @@ Engine::Engine(std::unique_ptr<model::LoadedModel> model, EngineOptions options)
 
 Engine::~Engine() {
   stop(StopMode::kFailQueued);
-  std::lock_guard<std::mutex> lock(lifeline_->mu);
+  std::unique_lock<std::mutex> lock(lifeline_->mu);
   lifeline_->engine = nullptr;
+  lifeline_->idle.wait(lock, [this] { return lifeline_->active == 0; });
 }
 
 absl::Status Engine::start() {
@@ -228,8 +229,16 @@ void Engine::prepare(std::unique_ptr<Pending> p) {
   if (p) return finish(std::move(p), status);
   if (token) {
     token->on_cancel([life = lifeline_, id] {
+      Engine* engine = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(life->mu);
+        if (life->engine == nullptr) return;
+        engine = life->engine;
+        ++life->active;
+      }
+      engine->cancel_queued(id);
       std::lock_guard<std::mutex> lock(life->mu);
-      if (life->engine != nullptr) life->engine->cancel_queued(id);
+      if (--life->active == 0) life->idle.notify_all();
     });
   }
 }
@@ -425,6 +434,14 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
     }
     if (options_.observer) options_.observer->on_batch(event);
 
+    // A request stops counting as running just before its answer goes out.
+    const auto answer = [this](std::unique_ptr<Pending> p, absl::StatusOr<OcrResult> result) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --running_;
+      }
+      finish(std::move(p), std::move(result));
+    };
     for (size_t k = 0; k < group.size(); ++k) {
       std::unique_ptr<Pending> p = std::move(batch[group[k]]);
       RowOutcome& o = outcomes[k];
@@ -433,20 +450,20 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
         if (o.status.code() == absl::StatusCode::kResourceExhausted) {
           log_warn("OCR request failed: device out of memory", {{"error", std::string(o.status.message())}});
         }
-        finish(std::move(p), o.status);
+        answer(std::move(p), o.status);
         continue;
       }
       if (r.cancellation && r.cancellation->cancelled()) {
-        finish(std::move(p), absl::CancelledError("request cancelled while running"));
+        answer(std::move(p), absl::CancelledError("request cancelled while running"));
         continue;
       }
       if (r.deadline && *r.deadline <= Clock::now()) {
-        finish(std::move(p), absl::DeadlineExceededError("deadline passed while the request was running"));
+        answer(std::move(p), absl::DeadlineExceededError("deadline passed while the request was running"));
         continue;
       }
       auto text = serve::answer_text(*model_->tokenizer, o.generation);
       if (!text.ok()) {
-        finish(std::move(p), absl::InternalError(absl::StrCat("answer text: ", text.status().message())));
+        answer(std::move(p), absl::InternalError(absl::StrCat("answer text: ", text.status().message())));
         continue;
       }
       if (r.on_delta) {
@@ -475,11 +492,9 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
       result.timings.prefill = p->preparation + o.prefill;
       result.timings.decode = o.decode;
       result.timings.total = now - p->arrival;
-      finish(std::move(p), std::move(result));
+      answer(std::move(p), std::move(result));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  running_ = 0;
 }
 
 void Engine::run_background(const BackgroundTask& task) {

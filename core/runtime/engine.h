@@ -127,7 +127,7 @@ class Engine {
   // Loads `name` from `path` (empty: its registered folder) onto the device, evicting others if
   // the budget needs it, and sets its pin. Already loaded from that folder: only the pin changes.
   // Errors: NOT_FOUND (empty path, unknown name), what io::read_peft_adapter / apply_adapter say
-  // (INVALID_ARGUMENT naming the tensor and both shapes, NOT_FOUND for a missing file),
+  // (INVALID_ARGUMENT naming the file, or the tensor and both shapes),
   // RESOURCE_EXHAUSTED (does not fit the budget even after evicting every idle unpinned adapter,
   // or the device is out of memory), FAILED_PRECONDITION (a load from another folder is running).
   std::future<absl::StatusOr<AdapterInfo>> load_adapter(const std::string& name, const std::string& path,
@@ -171,10 +171,14 @@ class Engine {
     model::Parameters params;
     std::unique_ptr<model::MiniCPMO> model;
   };
-  // Lets cancellation hooks reach the engine for as long as it exists.
+  // Lets cancellation hooks reach the engine for as long as it exists. A hook counts itself in
+  // `active` instead of holding `mu` while it finishes a request, so a completion callback may
+  // cancel another request; the destructor waits for active hooks to leave.
   struct Lifeline {
     std::mutex mu;
+    std::condition_variable idle;
     Engine* engine = nullptr;
+    int active = 0;
   };
 
   // Worker pool.
