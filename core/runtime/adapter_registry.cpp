@@ -9,22 +9,27 @@ namespace cpm::core::runtime {
 
 const char* adapter_state_name(AdapterState state) {
   switch (state) {
-    case AdapterState::kRegistered: return "REGISTERED";
-    case AdapterState::kLoading: return "LOADING";
-    case AdapterState::kLoaded: return "LOADED";
-    case AdapterState::kFailed: return "FAILED";
+    case AdapterState::kRegistered:
+      return "REGISTERED";
+    case AdapterState::kLoading:
+      return "LOADING";
+    case AdapterState::kLoaded:
+      return "LOADED";
+    case AdapterState::kFailed:
+      return "FAILED";
   }
   return "?";
 }
 
 absl::Status check_adapter_name(const std::string& name) {
-  const bool ok = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-  });
+  const bool ok =
+      !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+      });
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("adapter name \"", name.substr(0, 80), "\": use 1 to 64 characters of [A-Za-z0-9._-]"));
+  return absl::InvalidArgumentError(absl::StrCat("adapter name \"", name.substr(0, 80),
+                                                 "\": use 1 to 64 characters of [A-Za-z0-9._-]"));
 }
 
 AdapterInfo* AdapterRegistry::find(const std::string& name) {
@@ -71,7 +76,8 @@ int64_t AdapterRegistry::device_bytes_used() const {
 }
 
 absl::StatusOr<std::vector<std::string>> AdapterRegistry::plan_eviction(
-    const std::string& name, int64_t needed, const std::function<bool(const std::string&)>& busy) const {
+    const std::string& name, int64_t needed,
+    const std::function<bool(const std::string&)>& busy) const {
   if (budget_bytes_ <= 0) return std::vector<std::string>{};
   int64_t used = 0;
   std::vector<const Entry*> candidates;
@@ -89,9 +95,10 @@ absl::StatusOr<std::vector<std::string>> AdapterRegistry::plan_eviction(
     evict.push_back(e->info.name);
   }
   if (used + needed <= budget_bytes_) return evict;
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "adapter ", name, " needs ", needed, " device bytes but the adapter budget is ", budget_bytes_,
-      " and pinned or busy adapters hold ", used, " (unload one, or raise the budget)"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("adapter ", name, " needs ", needed, " device bytes but the adapter budget is ",
+                   budget_bytes_, " and pinned or busy adapters hold ", used,
+                   " (unload one, or raise the budget)"));
 }
 
 }  // namespace cpm::core::runtime

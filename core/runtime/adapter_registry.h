@@ -87,8 +87,9 @@ class AdapterRegistry {
   // its own current version is not counted (the new one replaces it), pinned adapters and those
   // for which `busy` is true stay. RESOURCE_EXHAUSTED saying what holds the budget when even
   // evicting every candidate is not enough.
-  absl::StatusOr<std::vector<std::string>> plan_eviction(const std::string& name, int64_t needed,
-                                                         const std::function<bool(const std::string&)>& busy) const;
+  absl::StatusOr<std::vector<std::string>> plan_eviction(
+      const std::string& name, int64_t needed,
+      const std::function<bool(const std::string&)>& busy) const;
 
  private:
   struct Entry {

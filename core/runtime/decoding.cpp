@@ -10,9 +10,12 @@ namespace {
 
 constexpr const char* strategy_name(DecodingStrategy s) {
   switch (s) {
-    case DecodingStrategy::kGreedy: return "greedy";
-    case DecodingStrategy::kSampling: return "sampling";
-    case DecodingStrategy::kBeam: return "beam";
+    case DecodingStrategy::kGreedy:
+      return "greedy";
+    case DecodingStrategy::kSampling:
+      return "sampling";
+    case DecodingStrategy::kBeam:
+      return "beam";
   }
   return "?";
 }
@@ -24,7 +27,8 @@ absl::Status unused(const char* field, DecodingStrategy s) {
 
 }  // namespace
 
-absl::StatusOr<ResolvedDecoding> resolve_decoding(const DecodingOptions& o, const io::GenerationConfig& defaults,
+absl::StatusOr<ResolvedDecoding> resolve_decoding(const DecodingOptions& o,
+                                                  const io::GenerationConfig& defaults,
                                                   const DecodingLimits& limits) {
   ResolvedDecoding r;
   r.max_new_tokens = o.max_new_tokens.value_or(defaults.max_new_tokens.value_or(2048));
@@ -59,20 +63,23 @@ absl::StatusOr<ResolvedDecoding> resolve_decoding(const DecodingOptions& o, cons
     case DecodingStrategy::kSampling: {
       r.kind = DecodeKind::kSampled;
       const serve::SamplingOptions chat;  // chat()'s defaults
-      r.sampling.temperature = o.temperature.value_or(defaults.temperature.value_or(chat.temperature));
+      r.sampling.temperature =
+          o.temperature.value_or(defaults.temperature.value_or(chat.temperature));
       r.sampling.top_k = o.top_k.value_or(defaults.top_k.value_or(chat.top_k));
       r.sampling.top_p = o.top_p.value_or(defaults.top_p.value_or(chat.top_p));
-      r.sampling.repetition_penalty =
-          o.repetition_penalty.value_or(defaults.repetition_penalty.value_or(chat.repetition_penalty));
+      r.sampling.repetition_penalty = o.repetition_penalty.value_or(
+          defaults.repetition_penalty.value_or(chat.repetition_penalty));
       if (!(r.sampling.temperature > 0)) {
         return absl::InvalidArgumentError(
             absl::StrCat("decoding: temperature ", r.sampling.temperature, " must be > 0"));
       }
       if (r.sampling.top_k < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("decoding: top_k ", r.sampling.top_k, " must be >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("decoding: top_k ", r.sampling.top_k, " must be >= 0"));
       }
       if (!(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) {
-        return absl::InvalidArgumentError(absl::StrCat("decoding: top_p ", r.sampling.top_p, " is outside (0, 1]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("decoding: top_p ", r.sampling.top_p, " is outside (0, 1]"));
       }
       r.seed = o.seed ? *o.seed : (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
       break;
@@ -83,7 +90,8 @@ absl::StatusOr<ResolvedDecoding> resolve_decoding(const DecodingOptions& o, cons
       r.beam.repetition_penalty = o.repetition_penalty.value_or(r.beam.repetition_penalty);
       if (r.beam.num_beams < 1 || r.beam.num_beams > limits.max_num_beams) {
         return absl::InvalidArgumentError(absl::StrCat("decoding: num_beams ", r.beam.num_beams,
-                                                       " is outside [1, ", limits.max_num_beams, "]"));
+                                                       " is outside [1, ", limits.max_num_beams,
+                                                       "]"));
       }
       break;
     }

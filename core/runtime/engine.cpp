@@ -24,7 +24,8 @@ namespace {
 using std::chrono::nanoseconds;
 
 std::vector<int32_t> stop_ids_of(const model::LoadedModel& m) {
-  std::vector<int32_t> ids(m.configs.generation.eos_token_ids.begin(), m.configs.generation.eos_token_ids.end());
+  std::vector<int32_t> ids(m.configs.generation.eos_token_ids.begin(),
+                           m.configs.generation.eos_token_ids.end());
   if (!ids.empty()) return ids;
   for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
     if (const auto id = m.tokenizer->token_to_id(stop)) ids.push_back(*id);
@@ -42,19 +43,26 @@ int64_t folder_bytes(const std::string& dir) {
   return bytes;
 }
 
-// Device bytes `adapter` will take once applied: LoRA matrices in float32, module copies in the
-// base's dtype (model/adapter.h).
-int64_t device_bytes_needed(const model::Parameters& base, const io::PeftAdapter& adapter) {
+// Device bytes `adapter` will take once applied (model/adapter.h): LoRA matrices in `precision`,
+// module copies in the base's dtype.
+int64_t device_bytes_needed(const model::Parameters& base, const io::PeftAdapter& adapter,
+                            model::LoraPrecision precision) {
+  const int64_t model_element =
+      static_cast<int64_t>(base.get("llm.model.embed_tokens.weight").element_size());
+  const int64_t lora_element = precision == model::LoraPrecision::kFloat32 ? 4 : model_element;
   int64_t bytes = 0;
   for (const auto& [key, t] : adapter.tensors) {
-    const bool lora = key.find(".lora_A.") != std::string::npos || key.find(".lora_B.") != std::string::npos;
-    const int64_t element = lora ? 4 : base.contains(key) ? base.get(key).element_size() : t.element_size();
-    bytes += t.numel() * element;
+    const bool lora =
+        key.find(".lora_A.") != std::string::npos || key.find(".lora_B.") != std::string::npos;
+    const int64_t copy_element =
+        static_cast<int64_t>(base.contains(key) ? base.get(key).element_size() : t.element_size());
+    bytes += t.numel() * (lora ? lora_element : copy_element);
   }
   return bytes;
 }
 
-void describe(AdapterInfo& info, const io::PeftLoraConfig& config, std::vector<std::string> targets) {
+void describe(AdapterInfo& info, const io::PeftLoraConfig& config,
+              std::vector<std::string> targets) {
   info.r = config.r;
   info.lora_alpha = config.lora_alpha;
   info.use_rslora = config.use_rslora;
@@ -72,8 +80,8 @@ struct Engine::Pending {
   ResolvedDecoding decoding;
   OcrInput input;
   Clock::time_point arrival;
-  Clock::time_point ready;          // when it entered the queue
-  nanoseconds preparation{0};       // decoding, slicing, prompt
+  Clock::time_point ready;     // when it entered the queue
+  nanoseconds preparation{0};  // decoding, slicing, prompt
   nanoseconds time_to_first_token{0};
 };
 
@@ -98,7 +106,8 @@ absl::Status Engine::start() {
   std::lock_guard<std::mutex> stopping(stop_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (state_ != EngineState::kCreated) return absl::FailedPreconditionError("engine: already started");
+    if (state_ != EngineState::kCreated)
+      return absl::FailedPreconditionError("engine: already started");
   }
   // The pool exists before any request can be admitted; it goes only after the engine stopped.
   pool_ = std::make_unique<WorkerPool>(options_.prepare_threads);
@@ -136,7 +145,8 @@ bool Engine::accepting_locked() const { return state_ == EngineState::kRunning; 
 std::future<absl::StatusOr<OcrResult>> Engine::submit(OcrRequest request) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<OcrResult>>>();
   auto future = promise->get_future();
-  submit(std::move(request), [promise](absl::StatusOr<OcrResult> result) { promise->set_value(std::move(result)); });
+  submit(std::move(request),
+         [promise](absl::StatusOr<OcrResult> result) { promise->set_value(std::move(result)); });
   return future;
 }
 
@@ -146,7 +156,8 @@ void Engine::submit(OcrRequest request, OcrCallback done) {
   p->request = std::move(request);
   p->done = std::move(done);
   const std::string& adapter = p->request.adapter;
-  auto decoding = resolve_decoding(p->request.decoding, model_->configs.generation, options_.decoding);
+  auto decoding =
+      resolve_decoding(p->request.decoding, model_->configs.generation, options_.decoding);
   if (!decoding.ok()) return finish(std::move(p), decoding.status());
   p->decoding = *decoding;
   if (!adapter.empty()) {
@@ -156,7 +167,8 @@ void Engine::submit(OcrRequest request, OcrCallback done) {
     return finish(std::move(p), absl::CancelledError("request cancelled before it was queued"));
   }
   if (p->request.deadline && *p->request.deadline <= p->arrival) {
-    return finish(std::move(p), absl::DeadlineExceededError("deadline passed before the request was queued"));
+    return finish(std::move(p),
+                  absl::DeadlineExceededError("deadline passed before the request was queued"));
   }
   absl::Status refused;
   {
@@ -168,12 +180,16 @@ void Engine::submit(OcrRequest request, OcrCallback done) {
     } else if (!adapter.empty() && info == nullptr) {
       refused = absl::NotFoundError(absl::StrCat("adapter ", adapter, " is not registered"));
     } else if (info != nullptr && info->state == AdapterState::kFailed) {
-      refused = absl::FailedPreconditionError(absl::StrCat("adapter ", adapter, " failed to load: ", info->error));
-    } else if (info != nullptr && info->state == AdapterState::kRegistered && !options_.load_adapters_on_demand) {
-      refused = absl::FailedPreconditionError(absl::StrCat("adapter ", adapter, " is not loaded; load it first"));
+      refused = absl::FailedPreconditionError(
+          absl::StrCat("adapter ", adapter, " failed to load: ", info->error));
+    } else if (info != nullptr && info->state == AdapterState::kRegistered &&
+               !options_.load_adapters_on_demand) {
+      refused = absl::FailedPreconditionError(
+          absl::StrCat("adapter ", adapter, " is not loaded; load it first"));
     } else if (waiting >= options_.max_queue) {
-      refused = absl::ResourceExhaustedError(
-          absl::StrCat("OCR queue full: ", waiting, " requests waiting (limit ", options_.max_queue, "); retry later"));
+      refused = absl::ResourceExhaustedError(absl::StrCat("OCR queue full: ", waiting,
+                                                          " requests waiting (limit ",
+                                                          options_.max_queue, "); retry later"));
     } else {
       ++preparing_;
       p->id = next_id_++;
@@ -193,8 +209,10 @@ void Engine::prepare(std::unique_ptr<Pending> p) {
     status = absl::DeadlineExceededError("deadline passed while the image was being prepared");
   } else {
     const auto start = Clock::now();
-    const PromptContext context{*model_->tokenizer, model_->chat_template, model_->configs.preprocessor};
-    auto input = prepare_ocr_input(context, r.image, r.prompt.value_or(std::string(train::kDefaultCsvPrompt)),
+    const PromptContext context{*model_->tokenizer, model_->chat_template,
+                                model_->configs.preprocessor};
+    auto input = prepare_ocr_input(context, r.image,
+                                   r.prompt.value_or(std::string(train::kDefaultCsvPrompt)),
                                    r.max_slice_nums, options_.input);
     p->preparation = Clock::now() - start;
     status = input.status();
@@ -203,12 +221,13 @@ void Engine::prepare(std::unique_ptr<Pending> p) {
       const int64_t prompt = static_cast<int64_t>(input->prompt.input_ids.size());
       const int64_t context_length = model_->configs.model.max_position_embeddings;
       if (prompt >= context_length) {
-        status = absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt,
-                                                         " tokens, the model's context only ", context_length));
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "the prompt has ", prompt, " tokens, the model's context only ", context_length));
+      } else {
+        p->decoding.max_new_tokens = static_cast<int>(
+            std::min<int64_t>(p->decoding.max_new_tokens, context_length - prompt));
+        p->input = *std::move(input);
       }
-      p->decoding.max_new_tokens =
-          static_cast<int>(std::min<int64_t>(p->decoding.max_new_tokens, context_length - prompt));
-      p->input = *std::move(input);
     }
     p->request.image = std::string();
   }
@@ -247,7 +266,8 @@ void Engine::cancel_queued(uint64_t id) {
   std::unique_ptr<Pending> p;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = std::find_if(queue_.begin(), queue_.end(), [id](const auto& q) { return q->id == id; });
+    auto it =
+        std::find_if(queue_.begin(), queue_.end(), [id](const auto& q) { return q->id == id; });
     if (it == queue_.end()) return;  // running or finished: the cycle sees the token
     p = std::move(*it);
     queue_.erase(it);
@@ -288,11 +308,20 @@ void Engine::loop() {
     Work work = next_work();
     for (auto& [p, status] : work.dropped) finish(std::move(p), status);
     switch (work.kind) {
-      case Work::Kind::kNothing: break;
-      case Work::Kind::kTask: work.task.run(); break;
-      case Work::Kind::kBatch: run_cycle(std::move(work.batch)); break;
-      case Work::Kind::kBackground: run_background(work.background); break;
-      case Work::Kind::kExit: shut_down(); return;
+      case Work::Kind::kNothing:
+        break;
+      case Work::Kind::kTask:
+        work.task.run();
+        break;
+      case Work::Kind::kBatch:
+        run_cycle(std::move(work.batch));
+        break;
+      case Work::Kind::kBackground:
+        run_background(work.background);
+        break;
+      case Work::Kind::kExit:
+        shut_down();
+        return;
     }
   }
 }
@@ -333,7 +362,8 @@ Engine::Work Engine::next_work() {
           if (options_.load_adapters_on_demand) {
             start_load_locked(*info, info->path);
           } else {
-            drop = absl::FailedPreconditionError(absl::StrCat("adapter ", info->name, " is not loaded"));
+            drop = absl::FailedPreconditionError(
+                absl::StrCat("adapter ", info->name, " is not loaded"));
           }
         }
       }
@@ -349,18 +379,22 @@ Engine::Work Engine::next_work() {
     std::vector<Pending*> ready;  // in arrival order
     std::optional<Clock::time_point> wake;
     for (const auto& p : queue_) {
-      if (p->request.deadline) wake = std::min(wake.value_or(*p->request.deadline), *p->request.deadline);
-      if (p->request.adapter.empty() || device_adapters_.count(p->request.adapter)) ready.push_back(p.get());
+      if (p->request.deadline)
+        wake = std::min(wake.value_or(*p->request.deadline), *p->request.deadline);
+      if (p->request.adapter.empty() || device_adapters_.count(p->request.adapter))
+        ready.push_back(p.get());
     }
     const bool running = state_ == EngineState::kRunning;
     const int fairness = options_.max_ocr_cycles_per_background_step;
-    const bool background_due = background_ && running && fairness > 0 && ocr_cycles_in_a_row_ >= fairness;
+    const bool background_due =
+        background_ && running && fairness > 0 && ocr_cycles_in_a_row_ >= fairness;
     if (!ready.empty() && !background_due) {
       const auto filled = ready.front()->ready + options_.max_wait;
       if (running && static_cast<int>(ready.size()) < options_.max_batch_size && now < filled) {
         wake = std::min(wake.value_or(filled), filled);
       } else {
-        ready.resize(std::min<size_t>(ready.size(), static_cast<size_t>(std::max(options_.max_batch_size, 1))));
+        ready.resize(std::min<size_t>(ready.size(),
+                                      static_cast<size_t>(std::max(options_.max_batch_size, 1))));
         const std::set<Pending*> taken(ready.begin(), ready.end());
         for (auto it = queue_.begin(); it != queue_.end();) {
           if (taken.count(it->get())) {
@@ -380,7 +414,8 @@ Engine::Work Engine::next_work() {
       work.kind = Work::Kind::kBackground;
       work.background = background_;
       return work;
-    } else if (state_ == EngineState::kStopping && queue_.empty() && preparing_ == 0 && reads_in_flight_ == 0) {
+    } else if (state_ == EngineState::kStopping && queue_.empty() && preparing_ == 0 &&
+               reads_in_flight_ == 0) {
       work.kind = Work::Kind::kExit;  // drained
       return work;
     }
@@ -400,7 +435,8 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     auto same = [&](const std::vector<size_t>& g) {
       const Pending& first = *batch[g.front()];
-      return first.request.adapter == batch[i]->request.adapter && first.decoding.kind == batch[i]->decoding.kind;
+      return first.request.adapter == batch[i]->request.adapter &&
+             first.decoding.kind == batch[i]->decoding.kind;
     };
     auto it = std::find_if(groups.begin(), groups.end(), same);
     if (it == groups.end()) {
@@ -420,7 +456,8 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
     std::vector<BatchRow> rows;
     for (const size_t i : group) rows.push_back({&batch[i]->input, &batch[i]->decoding});
     const auto start = Clock::now();
-    std::vector<RowOutcome> outcomes = run_ocr_batch(*m, device_, rows, stop_ids_, options_.before_generation);
+    std::vector<RowOutcome> outcomes =
+        run_ocr_batch(*m, device_, rows, stop_ids_, options_.before_generation);
     BatchEvent event;
     event.adapter = adapter;
     event.kind = batch[group.front()]->decoding.kind;
@@ -448,7 +485,8 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
       const OcrRequest& r = p->request;
       if (!o.status.ok()) {
         if (o.status.code() == absl::StatusCode::kResourceExhausted) {
-          log_warn("OCR request failed: device out of memory", {{"error", std::string(o.status.message())}});
+          log_warn("OCR request failed: device out of memory",
+                   {{"error", std::string(o.status.message())}});
         }
         answer(std::move(p), o.status);
         continue;
@@ -458,19 +496,22 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
         continue;
       }
       if (r.deadline && *r.deadline <= Clock::now()) {
-        answer(std::move(p), absl::DeadlineExceededError("deadline passed while the request was running"));
+        answer(std::move(p),
+               absl::DeadlineExceededError("deadline passed while the request was running"));
         continue;
       }
       auto text = serve::answer_text(*model_->tokenizer, o.generation);
       if (!text.ok()) {
-        answer(std::move(p), absl::InternalError(absl::StrCat("answer text: ", text.status().message())));
+        answer(std::move(p),
+               absl::InternalError(absl::StrCat("answer text: ", text.status().message())));
         continue;
       }
       if (r.on_delta) {
         TextStreamer streamer(*model_->tokenizer);
         const std::vector<int32_t>& tokens = o.generation.tokens;
         for (size_t t = 0; t < tokens.size(); ++t) {
-          const bool stops = t + 1 == tokens.size() && o.generation.finish == serve::FinishReason::kStop;
+          const bool stops =
+              t + 1 == tokens.size() && o.generation.finish == serve::FinishReason::kStop;
           auto delta = streamer.push(tokens[t], stops);
           if (!delta.ok()) break;  // answer_text decoded the same ids, so this does not happen
           if (t == 0) p->time_to_first_token = Clock::now() - p->arrival;
@@ -520,7 +561,8 @@ void Engine::run_background(const BackgroundTask& task) {
 absl::Status Engine::set_background_task(std::function<bool()> step) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!accepting_locked()) return absl::UnavailableError("engine: not serving (not started, or shutting down)");
+    if (!accepting_locked())
+      return absl::UnavailableError("engine: not serving (not started, or shutting down)");
     if (background_) retired_.push_back(std::move(background_));
     background_ = step ? std::make_shared<std::function<bool()>>(std::move(step)) : nullptr;
     ++changes_;
@@ -550,10 +592,12 @@ void Engine::shut_down() {
     state_ = EngineState::kStopped;
     ++changes_;
   }
-  for (auto& p : queued) finish(std::move(p), absl::UnavailableError("engine: stopped before the request ran"));
+  for (auto& p : queued)
+    finish(std::move(p), absl::UnavailableError("engine: stopped before the request ran"));
   for (Task& t : tasks) t.abandon();
   for (auto& [name, list] : waiters) {
-    for (auto& w : list) w.set_value(absl::UnavailableError("engine: stopped before the adapter was loaded"));
+    for (auto& w : list)
+      w.set_value(absl::UnavailableError("engine: stopped before the adapter was loaded"));
   }
   // The device tensors of the adapters and of the background task go with this thread.
   device_adapters_.clear();
@@ -563,12 +607,14 @@ void Engine::shut_down() {
 
 // ---- Adapters -----------------------------------------------------------------------------------
 
-absl::StatusOr<AdapterInfo> Engine::register_adapter(const std::string& name, const std::string& path) {
+absl::StatusOr<AdapterInfo> Engine::register_adapter(const std::string& name,
+                                                     const std::string& path) {
   CPM_RETURN_IF_ERROR(check_adapter_name(name));
   const std::string config_path = (std::filesystem::path(path) / "adapter_config.json").string();
   CPM_ASSIGN_OR_RETURN(const std::string text, io::read_file(config_path));
   CPM_ASSIGN_OR_RETURN(const io::PeftLoraConfig config, io::parse_peft_config(text, config_path));
-  CPM_ASSIGN_OR_RETURN(std::vector<std::string> targets, model::resolve_lora_targets(model_->configs.model, config));
+  CPM_ASSIGN_OR_RETURN(std::vector<std::string> targets,
+                       model::resolve_lora_targets(model_->configs.model, config));
   const int64_t size = folder_bytes(path);
   std::lock_guard<std::mutex> lock(mu_);
   AdapterInfo* info = registry_.find(name);
@@ -586,8 +632,8 @@ absl::StatusOr<AdapterInfo> Engine::register_adapter(const std::string& name, co
   return *info;
 }
 
-std::future<absl::StatusOr<AdapterInfo>> Engine::load_adapter(const std::string& name, const std::string& path,
-                                                              bool pin) {
+std::future<absl::StatusOr<AdapterInfo>> Engine::load_adapter(const std::string& name,
+                                                              const std::string& path, bool pin) {
   std::promise<absl::StatusOr<AdapterInfo>> promise;
   auto future = promise.get_future();
   if (absl::Status s = check_adapter_name(name); !s.ok()) {
@@ -598,15 +644,19 @@ std::future<absl::StatusOr<AdapterInfo>> Engine::load_adapter(const std::string&
   AdapterInfo* info = registry_.find(name);
   const std::string folder = !path.empty() ? path : info != nullptr ? info->path : std::string();
   if (!accepting_locked()) {
-    promise.set_value(absl::UnavailableError("engine: not serving (not started, or shutting down)"));
+    promise.set_value(
+        absl::UnavailableError("engine: not serving (not started, or shutting down)"));
   } else if (folder.empty()) {
-    promise.set_value(absl::NotFoundError(absl::StrCat("adapter ", name, " is not registered; give its folder")));
+    promise.set_value(
+        absl::NotFoundError(absl::StrCat("adapter ", name, " is not registered; give its folder")));
   } else if (info != nullptr && info->state == AdapterState::kLoaded && info->path == folder) {
     info->pinned = pin;
     promise.set_value(*info);
-  } else if (info != nullptr && info->state == AdapterState::kLoading && info->loading_path != folder) {
+  } else if (info != nullptr && info->state == AdapterState::kLoading &&
+             info->loading_path != folder) {
     promise.set_value(absl::FailedPreconditionError(
-        absl::StrCat("adapter ", name, " is being loaded from ", info->loading_path, "; retry when that is done")));
+        absl::StrCat("adapter ", name, " is being loaded from ", info->loading_path,
+                     "; retry when that is done")));
   } else {
     if (info == nullptr) info = &registry_.add(name, folder);
     info->pinned = pin;
@@ -624,8 +674,13 @@ void Engine::start_load_locked(AdapterInfo& info, const std::string& path) {
     absl::StatusOr<io::PeftAdapter> read = io::read_peft_adapter(path);
     const int64_t size = read.ok() ? folder_bytes(path) : 0;
     auto shared = std::make_shared<absl::StatusOr<io::PeftAdapter>>(std::move(read));
-    Task task{[this, name, path, shared, size, requested] { install_adapter(name, path, std::move(*shared), size, requested); },
-              [this, name] { complete_load(name, absl::UnavailableError("engine: stopped before the adapter was loaded")); }};
+    Task task{[this, name, path, shared, size, requested] {
+                install_adapter(name, path, std::move(*shared), size, requested);
+              },
+              [this, name] {
+                complete_load(
+                    name, absl::UnavailableError("engine: stopped before the adapter was loaded"));
+              }};
     bool posted = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -639,8 +694,9 @@ void Engine::start_load_locked(AdapterInfo& info, const std::string& path) {
   });
 }
 
-void Engine::install_adapter(const std::string& name, const std::string& path, absl::StatusOr<io::PeftAdapter> read,
-                             int64_t size_bytes, Clock::time_point requested) {
+void Engine::install_adapter(const std::string& name, const std::string& path,
+                             absl::StatusOr<io::PeftAdapter> read, int64_t size_bytes,
+                             Clock::time_point requested) {
   absl::Status status = read.status();
   if (status.ok()) {
     absl::StatusOr<std::vector<std::string>> victims;
@@ -648,9 +704,11 @@ void Engine::install_adapter(const std::string& name, const std::string& path, a
       std::lock_guard<std::mutex> lock(mu_);
       // Adapters that queued requests name are busy: evicting them would only reload them.
       const auto busy = [this](const std::string& other) {
-        return std::any_of(queue_.begin(), queue_.end(), [&](const auto& p) { return p->request.adapter == other; });
+        return std::any_of(queue_.begin(), queue_.end(),
+                           [&](const auto& p) { return p->request.adapter == other; });
       };
-      victims = registry_.plan_eviction(name, device_bytes_needed(model_->params, *read), busy);
+      victims = registry_.plan_eviction(
+          name, device_bytes_needed(model_->params, *read, options_.lora_precision), busy);
     }
     status = victims.status();
     if (victims.ok()) {
@@ -663,12 +721,17 @@ void Engine::install_adapter(const std::string& name, const std::string& path, a
   if (status.ok()) {
     status = classify_device_error(guarded(absl::StrCat("adapter ", name), [&]() -> absl::Status {
       at::NoGradGuard no_grad;
-      CPM_ASSIGN_OR_RETURN(built->params, model::apply_adapter(model_->params, model_->configs.model, *read));
-      CPM_ASSIGN_OR_RETURN(targets, model::resolve_lora_targets(model_->configs.model, read->config));
-      built->model = std::make_unique<model::MiniCPMO>(built->params, model_->configs.model,
-                                                       model::run_options(read->config, /*training=*/false));
+      CPM_ASSIGN_OR_RETURN(built->params,
+                           model::apply_adapter(model_->params, model_->configs.model, *read,
+                                                options_.lora_precision));
+      CPM_ASSIGN_OR_RETURN(targets,
+                           model::resolve_lora_targets(model_->configs.model, read->config));
+      built->model =
+          std::make_unique<model::MiniCPMO>(built->params, model_->configs.model,
+                                            model::run_options(read->config, /*training=*/false));
       for (const auto& [key, t] : built->params.all()) {
-        if (!model_->params.contains(key) || !t.is_same(model_->params.get(key))) own_bytes += t.nbytes();
+        if (!model_->params.contains(key) || !t.is_same(model_->params.get(key)))
+          own_bytes += t.nbytes();
       }
       return absl::OkStatus();
     }));
@@ -702,10 +765,13 @@ void Engine::install_adapter(const std::string& name, const std::string& path, a
     ++changes_;
   }
   if (status.ok()) {
-    log_info("adapter loaded", {{"adapter", name}, {"path", path}, {"device_bytes", own_bytes},
+    log_info("adapter loaded", {{"adapter", name},
+                                {"path", path},
+                                {"device_bytes", own_bytes},
                                 {"seconds", std::chrono::duration<double>(elapsed).count()}});
   } else {
-    log_warn("adapter load failed", {{"adapter", name}, {"path", path}, {"error", std::string(status.message())}});
+    log_warn("adapter load failed",
+             {{"adapter", name}, {"path", path}, {"error", std::string(status.message())}});
   }
   if (options_.observer) {
     AdapterEvent event;
@@ -761,34 +827,10 @@ std::future<absl::StatusOr<AdapterInfo>> Engine::unload_adapter(const std::strin
     } else if (info == nullptr) {
       refused = absl::NotFoundError(absl::StrCat("adapter ", name, " is not registered"));
     } else {
-      tasks_.push_back(Task{[this, name, promise] {
-                              absl::StatusOr<AdapterInfo> result;
-                              bool freed = false;
-                              {
-                                std::lock_guard<std::mutex> lock(mu_);
-                                AdapterInfo& info = *registry_.find(name);
-                                if (info.state == AdapterState::kLoading) {
-                                  result = absl::FailedPreconditionError(
-                                      absl::StrCat("adapter ", name, " is loading; unload it when that is done"));
-                                } else {
-                                  freed = info.device_bytes > 0;
-                                  info.state = AdapterState::kRegistered;
-                                  info.device_bytes = 0;
-                                  info.error.clear();
-                                  result = info;
-                                }
-                              }
-                              if (result.ok()) device_adapters_.erase(name);
-                              if (freed && options_.observer) {
-                                AdapterEvent event;
-                                event.kind = AdapterEvent::Kind::kUnloaded;
-                                event.name = name;
-                                options_.observer->on_adapter(event);
-                              }
-                              promise->set_value(std::move(result));
-                            },
+      tasks_.push_back(Task{[this, name, promise] { promise->set_value(unload_now(name)); },
                             [promise] {
-                              promise->set_value(absl::UnavailableError("engine: stopped before the unload ran"));
+                              promise->set_value(
+                                  absl::UnavailableError("engine: stopped before the unload ran"));
                             }});
       ++changes_;
     }
@@ -801,10 +843,34 @@ std::future<absl::StatusOr<AdapterInfo>> Engine::unload_adapter(const std::strin
   return future;
 }
 
+absl::StatusOr<AdapterInfo> Engine::unload_now(const std::string& name) {
+  AdapterInfo info;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    AdapterInfo& entry = *registry_.find(name);
+    if (entry.state == AdapterState::kLoading) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("adapter ", name, " is loading; unload it when that is done"));
+    }
+    entry.state = AdapterState::kRegistered;
+    entry.device_bytes = 0;
+    entry.error.clear();
+    info = entry;
+  }
+  if (device_adapters_.erase(name) > 0 && options_.observer) {
+    AdapterEvent event;
+    event.kind = AdapterEvent::Kind::kUnloaded;
+    event.name = name;
+    options_.observer->on_adapter(event);
+  }
+  return info;
+}
+
 absl::StatusOr<AdapterInfo> Engine::adapter(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
   const AdapterInfo* info = registry_.find(name);
-  if (info == nullptr) return absl::NotFoundError(absl::StrCat("adapter ", name, " is not registered"));
+  if (info == nullptr)
+    return absl::NotFoundError(absl::StrCat("adapter ", name, " is not registered"));
   return *info;
 }
 
@@ -825,7 +891,8 @@ EngineStats Engine::stats() const {
   s.queued = static_cast<int64_t>(queue_.size());
   s.running = running_;
   s.background_task = background_ != nullptr;
-  for (const AdapterInfo& info : registry_.list()) s.adapters_loaded += info.device_bytes > 0 ? 1 : 0;
+  for (const AdapterInfo& info : registry_.list())
+    s.adapters_loaded += info.device_bytes > 0 ? 1 : 0;
   s.adapter_device_bytes = registry_.device_bytes_used();
   s.adapter_budget_bytes = registry_.budget_bytes();
   return s;

@@ -50,6 +50,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "io/peft_adapter.h"
+#include "model/adapter.h"
 #include "model/load.h"
 #include "runtime/adapter_registry.h"
 #include "runtime/decoding.h"
@@ -78,6 +79,9 @@ struct EngineOptions {
   // A request naming a registered adapter that is not on the device (evicted or unloaded) loads
   // it; false: such a request is FAILED_PRECONDITION. Default: true
   bool load_adapters_on_demand = true;
+  // The adapters' LoRA matrices: in the base weights' dtype (bf16 matmuls in the decode step, no
+  // casts), or float32 as PEFT keeps them (for parity checks). Default: the base weights' dtype
+  model::LoraPrecision lora_precision = model::LoraPrecision::kModelDtype;
   DecodingLimits decoding;
   InputLimits input;
   // Optional; receives the engine's events (see engine_metrics.h).
@@ -130,8 +134,8 @@ class Engine {
   // (INVALID_ARGUMENT naming the file, or the tensor and both shapes),
   // RESOURCE_EXHAUSTED (does not fit the budget even after evicting every idle unpinned adapter,
   // or the device is out of memory), FAILED_PRECONDITION (a load from another folder is running).
-  std::future<absl::StatusOr<AdapterInfo>> load_adapter(const std::string& name, const std::string& path,
-                                                        bool pin);
+  std::future<absl::StatusOr<AdapterInfo>> load_adapter(const std::string& name,
+                                                        const std::string& path, bool pin);
   // Frees its device memory; it stays registered (kRegistered). NOT_FOUND if unknown,
   // FAILED_PRECONDITION while it is loading.
   std::future<absl::StatusOr<AdapterInfo>> unload_adapter(const std::string& name);
@@ -166,7 +170,8 @@ class Engine {
     // Replaced background tasks, destroyed with the Work on the engine thread, outside the lock.
     std::vector<BackgroundTask> retired;
   };
-  // An adapter on the device: the adapted store (base handles + its own tensors) and a model over it.
+  // An adapter on the device: the adapted store (base handles + its own tensors) and a model over
+  // it.
   struct DeviceAdapter {
     model::Parameters params;
     std::unique_ptr<model::MiniCPMO> model;
@@ -189,16 +194,20 @@ class Engine {
   void run_cycle(std::vector<std::unique_ptr<Pending>> batch);
   void run_background(const BackgroundTask& task);
   // Puts a read adapter on the device (or records why not) and answers the load's waiters.
-  void install_adapter(const std::string& name, const std::string& path, absl::StatusOr<io::PeftAdapter> read,
-                       int64_t size_bytes, Clock::time_point requested);
+  void install_adapter(const std::string& name, const std::string& path,
+                       absl::StatusOr<io::PeftAdapter> read, int64_t size_bytes,
+                       Clock::time_point requested);
   void evict(const std::string& name);
+  // Frees `name`'s device tensors, unless a load of it is running (FAILED_PRECONDITION).
+  absl::StatusOr<AdapterInfo> unload_now(const std::string& name);
   void shut_down();
   // Any thread, without mu_ held.
   void finish(std::unique_ptr<Pending> pending, absl::StatusOr<OcrResult> result);
   void cancel_queued(uint64_t id);
   void complete_load(const std::string& name, const absl::StatusOr<AdapterInfo>& result);
   // With mu_ held: marks `info` loading and reads `path` on the worker pool, then installs it.
-  void start_load_locked(AdapterInfo& info, const std::string& path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void start_load_locked(AdapterInfo& info, const std::string& path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool accepting_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Immutable after construction.
@@ -220,7 +229,8 @@ class Engine {
   std::deque<std::unique_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
   std::deque<Task> tasks_ ABSL_GUARDED_BY(mu_);
   BackgroundTask background_ ABSL_GUARDED_BY(mu_);
-  std::vector<BackgroundTask> retired_ ABSL_GUARDED_BY(mu_);  // replaced tasks, destroyed by the loop
+  std::vector<BackgroundTask> retired_
+      ABSL_GUARDED_BY(mu_);  // replaced tasks, destroyed by the loop
   int ocr_cycles_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
   AdapterRegistry registry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::promise<absl::StatusOr<AdapterInfo>>>> load_waiters_

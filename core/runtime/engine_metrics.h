@@ -67,9 +67,9 @@ enum class EngineState { kCreated, kRunning, kStopping, kStopped };
 // A consistent snapshot of the engine's gauges and totals.
 struct EngineStats {
   EngineState state = EngineState::kCreated;
-  int64_t preparing = 0;  // admitted, being decoded / tokenized off the engine thread
-  int64_t queued = 0;     // prepared, waiting for a batch (or for their adapter to load)
-  int64_t running = 0;    // in the batch on the device now
+  int64_t preparing = 0;         // admitted, being decoded / tokenized off the engine thread
+  int64_t queued = 0;            // prepared, waiting for a batch (or for their adapter to load)
+  int64_t running = 0;           // in the batch on the device now
   bool background_task = false;  // a training job is attached
 
   // Totals since start.

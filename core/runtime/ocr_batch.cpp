@@ -56,7 +56,8 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
         break;
       }
       case DecodeKind::kBeam:  // REQUIRES: one row (the caller splits beam groups)
-        generations = {serve::generate_beam(model.llm(), batch.front().unsqueeze(0), limits, first.beam).best};
+        generations = {
+            serve::generate_beam(model.llm(), batch.front().unsqueeze(0), limits, first.beam).best};
         break;
     }
     return absl::OkStatus();
@@ -78,15 +79,18 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
 absl::Status classify_device_error(absl::Status status) {
   if (status.code() != absl::StatusCode::kInternal) return status;
   std::string lower(status.message());
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (lower.find("out of memory") != std::string::npos || lower.find("can't allocate memory") != std::string::npos) {
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (lower.find("out of memory") != std::string::npos ||
+      lower.find("can't allocate memory") != std::string::npos) {
     return absl::ResourceExhaustedError(status.message());
   }
   return status;
 }
 
 std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device device,
-                                      const std::vector<BatchRow>& rows, const std::vector<int32_t>& stop_ids,
+                                      const std::vector<BatchRow>& rows,
+                                      const std::vector<int32_t>& stop_ids,
                                       const std::function<void(int)>& before_generation) {
   // Inference only; the engine thread also runs training steps, so the mode is scoped here.
   at::NoGradGuard no_grad;
@@ -99,7 +103,8 @@ std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device 
     out[i].status = classify_device_error(guarded("prefill", [&] {
       const at::Tensor features = model.encode_images(in.image.pixel_values, in.image.tgt_sizes);
       const std::vector<int64_t> ids(in.prompt.input_ids.begin(), in.prompt.input_ids.end());
-      prompts[i] = model.prompt_embeddings(at::tensor(ids).to(device), in.prompt.image_bound, features)[0];
+      prompts[i] =
+          model.prompt_embeddings(at::tensor(ids).to(device), in.prompt.image_bound, features)[0];
       return absl::OkStatus();
     }));
     out[i].prefill = Clock::now() - start;
@@ -119,7 +124,8 @@ std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device 
     absl::Status status = generate(model, rows, prompts, call, stop_ids, before_generation, out);
     if (status.code() == absl::StatusCode::kResourceExhausted && call.size() > 1) {
       for (const size_t i : call) {
-        const absl::Status alone = generate(model, rows, prompts, {i}, stop_ids, before_generation, out);
+        const absl::Status alone =
+            generate(model, rows, prompts, {i}, stop_ids, before_generation, out);
         if (!alone.ok()) out[i].status = alone;
       }
     } else if (!status.ok()) {

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The tensor half of OCR: a group of prepared requests that share a model (the base or one adapter)
-// and a decoding kind, run on the model's device. Each row's image goes through the vision tower and
-// the resampler alone (as it would alone), then the rows' prompts are decoded together:
+// and a decoding kind, run on the model's device. Each row's image goes through the vision tower
+// and the resampler alone (as it would alone), then the rows' prompts are decoded together:
 // generate_greedy_batch or generate_sampled_batch with left padding, or generate_beam one row at a
 // time. Every row's result equals the row run alone.
 //
@@ -51,7 +51,8 @@ absl::Status classify_device_error(absl::Status status);
 // generation call with its number of rows (a fault-injection seam for tests; what it throws is
 // handled as the generation's own error). Call on the engine thread only.
 std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device device,
-                                      const std::vector<BatchRow>& rows, const std::vector<int32_t>& stop_ids,
+                                      const std::vector<BatchRow>& rows,
+                                      const std::vector<int32_t>& stop_ids,
                                       const std::function<void(int)>& before_generation);
 
 }  // namespace cpm::core::runtime

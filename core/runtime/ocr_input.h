@@ -42,7 +42,8 @@ struct PromptContext {
 // starts with "image: "), a max_slice_nums outside [1, limits.max_slice_nums] or a prompt that
 // cannot be built. Thread-safe.
 absl::StatusOr<OcrInput> prepare_ocr_input(const PromptContext& context, std::string_view image,
-                                           const std::string& question, std::optional<int> max_slice_nums,
+                                           const std::string& question,
+                                           std::optional<int> max_slice_nums,
                                            const InputLimits& limits);
 
 }  // namespace cpm::core::runtime

@@ -64,11 +64,13 @@ class Gate {
     auto entered = std::make_shared<std::promise<void>>();
     std::future<void> inside = entered->get_future();
     std::shared_future<void> open = open_.get_future().share();
-    EXPECT_TRUE(engine.set_background_task([entered, open] {
-                        entered->set_value();
-                        open.wait();
-                        return false;
-                      }).ok());
+    EXPECT_TRUE(engine
+                    .set_background_task([entered, open] {
+                      entered->set_value();
+                      open.wait();
+                      return false;
+                    })
+                    .ok());
     inside.wait();
   }
   ~Gate() { release(); }
@@ -90,11 +92,13 @@ class EngineTest : public ::testing::Test {
     model::RandomCheckpointOptions options;
     options.seed = 3;
     options.base_tokenizer_json = CPM_QWEN_TOKENIZER_DIR "/tokenizer.json";
-    const absl::Status s = model::write_random_checkpoint(dir_->file("tiny"), model::tiny_config(), options);
+    const absl::Status s =
+        model::write_random_checkpoint(dir_->file("tiny"), model::tiny_config(), options);
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));
     base_ = load().release();
     std::vector<fs::path> paths;
-    for (const auto& e : fs::directory_iterator(CPM_TEST_SOURCE_DIR "/tests/data/images/formulas")) {
+    for (const auto& e :
+         fs::directory_iterator(CPM_TEST_SOURCE_DIR "/tests/data/images/formulas")) {
       if (e.path().extension() == ".png") paths.push_back(e.path());
     }
     std::sort(paths.begin(), paths.end());
@@ -150,14 +154,17 @@ class EngineTest : public ::testing::Test {
   }
 
   // One image decoded greedily alone, as cpm-tool generate does it: the engine's reference.
-  static std::string direct_answer(const model::MiniCPMO& m, size_t image, int max_new_tokens = kMaxNewTokens) {
-    const PromptContext context{*base_->tokenizer, base_->chat_template, base_->configs.preprocessor};
-    auto input = prepare_ocr_input(context, images_->at(image), std::string(train::kDefaultCsvPrompt),
-                                   std::nullopt, {});
+  static std::string direct_answer(const model::MiniCPMO& m, size_t image,
+                                   int max_new_tokens = kMaxNewTokens) {
+    const PromptContext context{*base_->tokenizer, base_->chat_template,
+                                base_->configs.preprocessor};
+    auto input = prepare_ocr_input(context, images_->at(image),
+                                   std::string(train::kDefaultCsvPrompt), std::nullopt, {});
     EXPECT_TRUE(input.ok()) << input.status();
     const at::Tensor features = m.encode_images(input->image.pixel_values, input->image.tgt_sizes);
     const std::vector<int64_t> ids(input->prompt.input_ids.begin(), input->prompt.input_ids.end());
-    const at::Tensor embeds = m.prompt_embeddings(at::tensor(ids), input->prompt.image_bound, features);
+    const at::Tensor embeds =
+        m.prompt_embeddings(at::tensor(ids), input->prompt.image_bound, features);
     serve::GreedyOptions options;
     options.max_new_tokens = max_new_tokens;
     options.stop_ids = {151645, 151643};  // <|im_end|>, <|endoftext|>
@@ -201,7 +208,8 @@ TEST_F(EngineTest, ABatchEqualsEachRequestRunAlone) {
   std::vector<std::future<Result>> together;
   {
     Gate gate(*engine);
-    for (size_t i = 0; i < 8; ++i) together.push_back(engine->submit(request(i, i % 2 ? 3 : kMaxNewTokens)));
+    for (size_t i = 0; i < 8; ++i)
+      together.push_back(engine->submit(request(i, i % 2 ? 3 : kMaxNewTokens)));
     ASSERT_TRUE(eventually([&] { return engine->stats().queued == 8; }));
   }
   for (size_t i = 0; i < 8; ++i) {
@@ -252,9 +260,11 @@ TEST_F(EngineTest, SampledGreedyWithPenaltyAndBeamRequestsInOneCycleEqualThemAlo
   {
     Gate gate(*engine);
     for (const OcrRequest& r : requests) together.push_back(engine->submit(r));
-    ASSERT_TRUE(eventually([&] { return engine->stats().queued == static_cast<int64_t>(requests.size()); }));
+    ASSERT_TRUE(eventually(
+        [&] { return engine->stats().queued == static_cast<int64_t>(requests.size()); }));
   }
-  const std::vector<int> batch_sizes = {3, 3, 3, 1, 1, 1};  // sampled (with the penalised greedy), beams, greedy
+  const std::vector<int> batch_sizes = {
+      3, 3, 3, 1, 1, 1};  // sampled (with the penalised greedy), beams, greedy
   for (size_t i = 0; i < requests.size(); ++i) {
     const Result r = together[i].get();
     ASSERT_TRUE(r.ok()) << r.status();
@@ -323,8 +333,10 @@ TEST_F(EngineTest, BadInputIsInvalidArgumentAndTheEngineKeepsServing) {
   auto engine = start();
   const std::string png = images_->at(0);
   std::string corrupt = png;
-  for (size_t i = 100; i < corrupt.size() && i < 400; ++i) corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
-  for (const std::string& image : {std::string(), png.substr(0, 120), std::string("not an image at all"), corrupt}) {
+  for (size_t i = 100; i < corrupt.size() && i < 400; ++i)
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
+  for (const std::string& image :
+       {std::string(), png.substr(0, 120), std::string("not an image at all"), corrupt}) {
     OcrRequest r = request(0);
     r.image = image;
     const Result result = engine->submit(r).get();
@@ -333,7 +345,8 @@ TEST_F(EngineTest, BadInputIsInvalidArgumentAndTheEngineKeepsServing) {
   }
   OcrRequest slices = request(0);
   slices.max_slice_nums = 0;
-  EXPECT_THAT(std::string(engine->submit(slices).get().status().message()), HasSubstr("max_slice_nums"));
+  EXPECT_THAT(std::string(engine->submit(slices).get().status().message()),
+              HasSubstr("max_slice_nums"));
   OcrRequest options = request(0);
   options.decoding.top_k = 5;  // greedy
   EXPECT_EQ(engine->submit(options).get().status().code(), absl::StatusCode::kInvalidArgument);
@@ -352,7 +365,8 @@ TEST_F(EngineTest, UnknownAdaptersAreNotFound) {
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("nope"));
   r.adapter = "../nope";
   EXPECT_EQ(engine->submit(r).get().status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine->load_adapter("nope", "", false).get().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine->load_adapter("nope", "", false).get().status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(engine->unload_adapter("nope").get().status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(engine->adapter("nope").status().code(), absl::StatusCode::kNotFound);
   const auto missing = engine->load_adapter("x", dir_->file("missing"), false).get();
@@ -376,7 +390,8 @@ TEST_F(EngineTest, AdaptersLoadReplaceKeepTheOldOnErrorUnloadAndReloadOnDemand) 
   EXPECT_EQ(loaded->lora_alpha, 8);
   EXPECT_EQ(loaded->target_modules.size(), 8u);  // 4 projections x 2 layers
   // LoRA A [4, 128] and B [out, 4] in float32 for q (128), k, v (64 each) and o (128), two layers.
-  EXPECT_EQ(loaded->device_bytes, 2 * 4 * 4 * ((128 + 128) + (128 + 64) + (128 + 64) + (128 + 128)));
+  EXPECT_EQ(loaded->device_bytes,
+            2 * 4 * 4 * ((128 + 128) + (128 + 64) + (128 + 64) + (128 + 128)));
   EXPECT_GT(loaded->size_bytes, 0);
   const Result with_a = engine->submit(with).get();
   ASSERT_TRUE(with_a.ok()) << with_a.status();
@@ -492,7 +507,8 @@ TEST_F(EngineTest, SixteenThreadsSubmittingAtOnceAllGetTheirAnswers) {
   }
   const EngineStats s = engine->stats();
   EXPECT_EQ(s.batched_requests, 16);
-  std::printf("16 concurrent requests ran in %lld batches (largest %d)\n", static_cast<long long>(s.batches), largest);
+  std::printf("16 concurrent requests ran in %lld batches (largest %d)\n",
+              static_cast<long long>(s.batches), largest);
 }
 
 TEST_F(EngineTest, StopFailsQueuedWorkWithUnavailable) {
@@ -504,7 +520,8 @@ TEST_F(EngineTest, StopFailsQueuedWorkWithUnavailable) {
   std::thread stopper([&] { engine->stop(Engine::StopMode::kFailQueued); });
   ASSERT_TRUE(eventually([&] { return engine->stats().state == EngineState::kStopping; }));
   EXPECT_EQ(engine->submit(request(0)).get().status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(engine->load_adapter("x", dir_->file("x"), false).get().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine->load_adapter("x", dir_->file("x"), false).get().status().code(),
+            absl::StatusCode::kUnavailable);
   gate.release();
   stopper.join();
   for (auto& f : queued) EXPECT_EQ(f.get().status().code(), absl::StatusCode::kUnavailable);
@@ -543,7 +560,8 @@ TEST_F(EngineTest, BackgroundStepsYieldToOcrButAreNotStarved) {
     std::atomic<bool> finished{false};
     {
       Gate gate(*engine);
-      for (size_t i = 0; i < 3; ++i) engine->submit(request(i), [&](Result r) { answered += r.ok() ? 1 : 0; });
+      for (size_t i = 0; i < 3; ++i)
+        engine->submit(request(i), [&](Result r) { answered += r.ok() ? 1 : 0; });
       ASSERT_TRUE(eventually([&] { return engine->stats().queued == 3; }));
       ASSERT_TRUE(engine
                       ->set_background_task([&] {
@@ -579,7 +597,8 @@ TEST_F(EngineTest, OcrRequestsCompleteWhileATrainingJobKeepsStepping) {
     const Result r = engine->submit(request(i)).get();
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->text, direct_answer(i));
-    EXPECT_TRUE(eventually([&] { return steps.load() > before; })) << "training goes on between requests";
+    EXPECT_TRUE(eventually([&] { return steps.load() > before; }))
+        << "training goes on between requests";
   }
   ASSERT_TRUE(engine->set_background_task(nullptr).ok());
   EXPECT_TRUE(eventually([&] { return !engine->stats().background_task; }));
@@ -589,7 +608,8 @@ TEST_F(EngineTest, OutOfMemoryFailsOnlyWhatDoesNotFitAndTheEngineKeepsServing) {
   std::atomic<int> fits{1};  // a generation over more rows than this runs out of memory
   EngineOptions o;
   o.before_generation = [&](int rows) {
-    TORCH_CHECK_WITH(OutOfMemoryError, rows <= fits.load(), "CUDA out of memory. Tried to allocate 20.00 GiB");
+    TORCH_CHECK_WITH(OutOfMemoryError, rows <= fits.load(),
+                     "CUDA out of memory. Tried to allocate 20.00 GiB");
   };
   auto engine = start(o);
   std::vector<std::future<Result>> futures;

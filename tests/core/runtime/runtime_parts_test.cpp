@@ -137,7 +137,8 @@ TEST(AdapterRegistry, EvictsLeastRecentlyUsedFirstAndOnlyWhatIsNeeded) {
 TEST(AdapterRegistry, PinnedAndBusyAdaptersStayAndTheReplacedVersionDoesNotCount) {
   AdapterRegistry r = three_loaded(300);
   r.find("a")->pinned = true;
-  EXPECT_THAT(*r.plan_eviction("d", 100, [](const std::string& n) { return n == "b"; }), ElementsAre("c"));
+  EXPECT_THAT(*r.plan_eviction("d", 100, [](const std::string& n) { return n == "b"; }),
+              ElementsAre("c"));
   // Replacing b's 100 bytes with 150: only 50 more are needed, and b itself is not a candidate.
   EXPECT_THAT(*r.plan_eviction("b", 150, kIdle), ElementsAre("c"));
   auto none = r.plan_eviction("d", 250, [](const std::string& n) { return n == "b"; });
