@@ -62,6 +62,19 @@ absl::StatusOr<PeftLoraConfig> parse_peft_config(const std::string& text, const 
     if (const auto l = doc.find("layers_to_transform"); l != doc.end() && !l->is_null()) {
       return bad("layers_to_transform is set; not supported");
     }
+    // Later PEFT versions (0.21 writes them all, null or false by default) add variants whose
+    // tensors can look like plain LoRA while the computation differs.
+    for (const char* key : {"lora_bias", "use_qalora", "use_bdlora"}) {
+      if (const auto f = doc.find(key); f != doc.end() && !f->is_null() && *f != false) {
+        return bad(absl::StrCat(key, " is set; this LoRA variant is not supported"));
+      }
+    }
+    for (const char* key : {"alora_invocation_tokens", "arrow_config", "layer_replication", "target_parameters",
+                            "trainable_token_indices"}) {
+      if (const auto f = doc.find(key); f != doc.end() && !f->is_null()) {
+        return bad(absl::StrCat(key, " is set; this LoRA variant is not supported"));
+      }
+    }
     return c;
   } catch (const json::exception& e) {
     return bad(absl::StrCat("malformed field: ", e.what()));

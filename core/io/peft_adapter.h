@@ -19,7 +19,8 @@ namespace cpm::core::io {
 
 // The fields of adapter_config.json that define a LoRA adapter. Options PEFT has and cpmd does not
 // implement (DoRA, fan_in_fan_out, bias training, per-layer rank or alpha patterns,
-// layers_to_transform) are refused when reading rather than silently ignored.
+// layers_to_transform, and later variants: LoRA bias, aLoRA, QALoRA, Arrow, layer replication,
+// parameter targets, trainable tokens) are refused when reading rather than silently ignored.
 struct PeftLoraConfig {
   int64_t r = 64;
   double lora_alpha = 16;

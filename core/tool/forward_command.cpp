@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// cpm-tool forward: one image and a question through the whole model, writing the intermediate
-// tensors, so they can be compared with the reference implementation.
+// cpm-tool forward: one image and a question through the whole model (with a PEFT adapter if one is
+// given), writing the intermediate tensors, so they can be compared with the reference implementation.
 #include <chrono>
 #include <cstdio>
 
@@ -18,10 +18,17 @@ namespace cpm::tool {
 namespace {
 
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
-        const std::string& out) {
+        const std::string& out, const std::string& adapter, bool merge) {
   auto loaded = core::model::load_model(model_dir, {});
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
   const core::model::LoadedModel& m = **loaded;
+  std::unique_ptr<core::model::MiniCPMO> adapted;
+  if (!adapter.empty()) {
+    auto a = adapted_model(m, adapter, merge);
+    if (!a.ok()) return fail(a.status());
+    adapted = *std::move(a);
+  }
+  const core::model::MiniCPMO& model = adapted ? *adapted : *m.model;
   auto prepared = prepare_image_prompt(m, image_path, text);
   if (!prepared.ok()) return fail(std::string(prepared.status().message()));
   const core::io::PreprocessedImage* pre = &prepared->image;
@@ -36,16 +43,16 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
       into = std::chrono::duration<double>(now - t).count();
       t = now;
     };
-    const at::Tensor vision = m.model->vision(pre->pixel_values, pre->tgt_sizes);  // [N, Lmax, Dv]
+    const at::Tensor vision = model.vision(pre->pixel_values, pre->tgt_sizes);   // [N, Lmax, Dv]
     lap(seconds[0]);
-    const at::Tensor resampled = m.model->resample(vision, pre->tgt_sizes);         // [N, Q, D]
+    const at::Tensor resampled = model.resample(vision, pre->tgt_sizes);          // [N, Q, D]
     lap(seconds[1]);
     const at::Tensor ids = at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end()));
-    const at::Tensor embeds = m.model->prompt_embeddings(ids, prompt->image_bound, resampled);
+    const at::Tensor embeds = model.prompt_embeddings(ids, prompt->image_bound, resampled);
     const at::Tensor positions = at::arange(ids.size(0), at::kLong).unsqueeze(0);
-    const at::Tensor hidden = m.model->llm().hidden_states(embeds, positions);
+    const at::Tensor hidden = model.llm().hidden_states(embeds, positions);
     lap(seconds[2]);
-    const at::Tensor logits = m.model->llm().logits(hidden)[0];                     // [T, V]
+    const at::Tensor logits = model.llm().logits(hidden)[0];                      // [T, V]
     lap(seconds[3]);
     tensors = {{"vision", vision.to(at::kFloat).contiguous()},
                {"resampler", resampled.to(at::kFloat).contiguous()},
@@ -65,15 +72,19 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
 }  // namespace
 
 void add_forward_command(CLI::App& app, int& exit_code) {
-  static std::string model, image, text, out;
+  static std::string model, image, text, out, adapter;
+  static bool merge = false;
   CLI::App* cmd = app.add_subcommand(
       "forward", "Run one image + question through the model; write vision, resampler and logits");
   cmd->add_option("--model", model, "checkpoint directory")->required();
   cmd->add_option("--image", image, "image file")->required();
   cmd->add_option("--text", text, "the question that follows the image")->required();
   cmd->add_option("--out", out, "safetensors file to write (float32: vision, resampler, logits)")->required();
+  CLI::Option* adapter_option =
+      cmd->add_option("--adapter", adapter, "PEFT LoRA adapter directory to run with (unmerged)");
+  cmd->add_flag("--merge", merge, "merge the adapter into the weights instead (to compare)")->needs(adapter_option);
   cmd->footer("Example: cpm-tool forward --model var/models/tiny --image f.png --text 'OCR' --out f.safetensors");
-  cmd->callback([&exit_code] { exit_code = run(model, image, text, out); });
+  cmd->callback([&exit_code] { exit_code = run(model, image, text, out, adapter, merge); });
 }
 
 }  // namespace cpm::tool

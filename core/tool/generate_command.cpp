@@ -2,7 +2,7 @@
 //
 // cpm-tool generate: one image (and an optional question) in, the model's answer out, decoded with
 // the KV cache (greedy, sampled with --sample, or beam search with --num-beams) and post-processed
-// as the reference chat() does.
+// as the reference chat() does; --adapter answers with a PEFT LoRA adapter on the weights.
 #include <chrono>
 #include <cstdio>
 
@@ -29,8 +29,15 @@ struct Decoding {
   double beam_repetition_penalty = core::serve::BeamSearchOptions{}.repetition_penalty;
 };
 
+// A PEFT adapter to run with: unmerged unless `merge`.
+struct AdapterChoice {
+  std::string dir;  // empty: the base model
+  bool merge = false;
+};
+
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
-        int max_new_tokens, const std::string& device, const std::string& dtype, const Decoding& decoding) {
+        int max_new_tokens, const std::string& device, const std::string& dtype, const Decoding& decoding,
+        const AdapterChoice& adapter) {
   core::model::LoadOptions load;
   if (device == "cuda") {
     if (!core::cuda_available()) return fail("--device cuda: no CUDA device in this build or machine");
@@ -43,6 +50,13 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const core::model::LoadedModel& m = **loaded;
+  std::unique_ptr<core::model::MiniCPMO> adapted;
+  if (!adapter.dir.empty()) {
+    auto a = adapted_model(m, adapter.dir, adapter.merge);
+    if (!a.ok()) return fail(a.status());
+    adapted = *std::move(a);
+  }
+  const core::model::MiniCPMO& model = adapted ? *adapted : *m.model;
   auto prepared = prepare_image_prompt(m, image_path, text);
   if (!prepared.ok()) return fail(std::string(prepared.status().message()));
   const core::io::PreprocessedImage* pre = &prepared->image;
@@ -58,19 +72,19 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
   double generate_seconds = 0;
   const absl::Status ran = core::guarded("generate", [&] {
     const auto start = std::chrono::steady_clock::now();
-    const at::Tensor features = m.model->encode_images(pre->pixel_values, pre->tgt_sizes);
+    const at::Tensor features = model.encode_images(pre->pixel_values, pre->tgt_sizes);
     const at::Tensor ids =
         at::tensor(std::vector<int64_t>(prompt->input_ids.begin(), prompt->input_ids.end())).to(load.device);
-    const at::Tensor embeds = m.model->prompt_embeddings(ids, prompt->image_bound, features);
+    const at::Tensor embeds = model.prompt_embeddings(ids, prompt->image_bound, features);
     if (decoding.num_beams > 1) {
       core::serve::BeamSearchOptions beam;
       beam.num_beams = decoding.num_beams;
       beam.repetition_penalty = decoding.beam_repetition_penalty;
-      generation = core::serve::generate_beam(m.model->llm(), embeds, options, beam).best;
+      generation = core::serve::generate_beam(model.llm(), embeds, options, beam).best;
     } else if (decoding.sample) {
-      generation = core::serve::generate_sampled(m.model->llm(), embeds, options, decoding.sampling, decoding.seed);
+      generation = core::serve::generate_sampled(model.llm(), embeds, options, decoding.sampling, decoding.seed);
     } else {
-      generation = core::serve::generate_greedy(m.model->llm(), embeds, options);
+      generation = core::serve::generate_greedy(model.llm(), embeds, options);
     }
     generate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return absl::OkStatus();
@@ -100,6 +114,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   static std::string model, image, text, device = "cpu", dtype;
   static int max_new_tokens = 512;
   static Decoding decoding;
+  static AdapterChoice adapter;
   CLI::App* cmd = app.add_subcommand(
       "generate", "Answer for one image (greedy, sampled or beam search), printed as text");
   cmd->add_option("--model", model, "checkpoint directory")->required();
@@ -123,6 +138,10 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                   "beam search with N beams when N > 1, as chat(sampling=False) with 3 (default 1: "
                   "greedy or --sample)")
       ->check(CLI::PositiveNumber);
+  CLI::Option* adapter_option =
+      cmd->add_option("--adapter", adapter.dir, "PEFT LoRA adapter directory to answer with (unmerged)");
+  cmd->add_flag("--merge", adapter.merge, "merge the adapter into the weights instead (to compare)")
+      ->needs(adapter_option);
   cmd->add_option("--device", device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--dtype", dtype, "f32 or bf16 (default: f32 on cpu, bf16 on cuda)")
       ->check(CLI::IsMember({"f32", "bf16"}));
@@ -136,7 +155,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
       return;
     }
     if (penalty->count() > 0) decoding.beam_repetition_penalty = decoding.sampling.repetition_penalty;
-    exit_code = run(model, image, text, max_new_tokens, device, dtype, decoding);
+    exit_code = run(model, image, text, max_new_tokens, device, dtype, decoding, adapter);
   });
 }
 

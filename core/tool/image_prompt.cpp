@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "io/image_decode.h"
+#include "io/peft_adapter.h"
+#include "model/adapter.h"
 
 namespace cpm::tool {
 
@@ -29,6 +31,20 @@ absl::StatusOr<ImagePrompt> prepare_image_prompt(const core::model::LoadedModel&
   if (!prompt.ok()) return prompt.status();
   out.prompt = std::move(*prompt);
   return out;
+}
+
+absl::StatusOr<std::unique_ptr<core::model::MiniCPMO>> adapted_model(const core::model::LoadedModel& m,
+                                                                     const std::string& adapter_dir, bool merge) {
+  auto adapter = core::io::read_peft_adapter(adapter_dir);
+  if (!adapter.ok()) return adapter.status();
+  const core::io::ModelConfig& config = m.configs.model;
+  auto params = merge ? core::model::merge_adapter(m.params, config, *adapter)
+                      : core::model::apply_adapter(m.params, config, *adapter);
+  if (!params.ok()) return absl::InvalidArgumentError(absl::StrCat(adapter_dir, ": ", params.status().message()));
+  // Merged weights run as plain ones; unmerged LoRA needs the adapter's scaling.
+  const core::model::RunOptions options =
+      merge ? core::model::RunOptions{} : core::model::run_options(adapter->config, /*training=*/false);
+  return std::make_unique<core::model::MiniCPMO>(*params, config, options);
 }
 
 }  // namespace cpm::tool

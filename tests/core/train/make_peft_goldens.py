@@ -25,9 +25,10 @@ checked against Pillow and the reference processor elsewhere):
       --dump .gpu-peft/pixels.safetensors > .gpu-peft/preprocess.json
   cpm-tool prompt --model .gpu-peft/tiny --image tests/data/images/formulas/0.png \
       --text 'Convert the formula to LaTeX.' > .gpu-peft/prompt.json
-Then, where transformers and peft are installed (the GPU host):
+Then, where transformers and peft are installed (the GPU host), with HF_HUB_OFFLINE=1:
   python3 make_peft_goldens.py --inputs .gpu-peft --cpmd-adapter tests/data/adapters/cpmd_written \
       --out-adapter tests/data/adapters/peft_python --out tests/data/adapters/peft_goldens.safetensors
+(The README.md model card that save_pretrained adds is not kept in the fixture.)
 """
 import argparse
 import json

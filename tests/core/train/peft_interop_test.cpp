@@ -25,12 +25,14 @@
 #include "absl/strings/match.h"
 #include "io/image_decode.h"
 #include "io/image_slicing.h"
+#include "io/model_config.h"
 #include "io/peft_adapter.h"
 #include "io/prompt.h"
 #include "io/safetensors.h"
 #include "model/adapter.h"
 #include "model/load.h"
 #include "model/random_checkpoint.h"
+#include "nlohmann/json.hpp"
 #include "test_util.h"
 
 namespace cpm::core::model {
@@ -234,6 +236,26 @@ TEST_F(PeftInterop, WriteCpmdAdapterFixture) {
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   const absl::Status s = io::write_peft_adapter(kAdapters + "/cpmd_written", *adapter);
   ASSERT_TRUE(s.ok()) << s;
+}
+
+// PEFT 0.21 writes fields for LoRA variants whose tensors can look like plain LoRA; the config it
+// wrote parses, and each variant, once set, is refused by name.
+TEST(PeftConfigInterop, LaterPeftVariantsAreRefusedByName) {
+  auto text = io::read_file(kAdapters + "/peft_python/adapter_config.json");
+  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_TRUE(io::parse_peft_config(*text, "peft_python").ok());
+  const std::pair<std::string, std::string> variants[] = {
+      {"lora_bias", "true"},          {"alora_invocation_tokens", "[151644]"},
+      {"use_qalora", "true"},         {"use_bdlora", "{}"},
+      {"arrow_config", "{}"},         {"layer_replication", "[[0, 2]]"},
+      {"target_parameters", "[\"mlp.experts.gate_up_proj\"]"}, {"trainable_token_indices", "[151644]"}};
+  for (const auto& [key, value] : variants) {
+    nlohmann::json doc = nlohmann::json::parse(*text);
+    doc[key] = nlohmann::json::parse(value);
+    const absl::Status s = io::parse_peft_config(doc.dump(), "cfg").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << key;
+    EXPECT_NE(std::string(s.message()).find(key + " is set"), std::string::npos) << s;
+  }
 }
 
 }  // namespace
