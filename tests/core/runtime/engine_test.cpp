@@ -5,9 +5,6 @@
 // blocks (Gate), never by timing.
 #include "runtime/engine.h"
 
-#include <ATen/Context.h>
-#include <ATen/TensorOperators.h>
-#include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <c10/util/Exception.h>
 #include <gmock/gmock.h>
@@ -15,16 +12,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <latch>
 #include <thread>
 
+#include "core/runtime/engine_test_util.h"
 #include "io/peft_adapter.h"
 #include "model/adapter.h"
-#include "model/load.h"
-#include "model/random_checkpoint.h"
 #include "runtime/ocr_input.h"
 #include "serve/answer_text.h"
 #include "serve/generation.h"
@@ -35,75 +28,22 @@ namespace cpm::core::runtime {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::eventually;
+using testing::Gate;
 using ::testing::HasSubstr;
 using Result = absl::StatusOr<OcrResult>;
-namespace fs = std::filesystem;
 
 constexpr int kMaxNewTokens = 6;
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-// Polls until `done` holds; false after 20 s, so that a bug fails the test instead of hanging it.
-bool eventually(const std::function<bool()>& done) {
-  for (int i = 0; i < 20000; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
-}
-
 bool is_ready(std::future<Result>& f) { return f.wait_for(0s) == std::future_status::ready; }
-
-// Holds the engine thread inside a background step until released, so that work piles up.
-class Gate {
- public:
-  explicit Gate(Engine& engine) {
-    auto entered = std::make_shared<std::promise<void>>();
-    std::future<void> inside = entered->get_future();
-    std::shared_future<void> open = open_.get_future().share();
-    EXPECT_TRUE(engine
-                    .set_background_task([entered, open] {
-                      entered->set_value();
-                      open.wait();
-                      return false;
-                    })
-                    .ok());
-    inside.wait();
-  }
-  ~Gate() { release(); }
-  void release() {
-    if (released_) return;
-    released_ = true;
-    open_.set_value();
-  }
-
- private:
-  std::promise<void> open_;
-  bool released_ = false;
-};
 
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
-    model::RandomCheckpointOptions options;
-    options.seed = 3;
-    options.base_tokenizer_json = CPM_QWEN_TOKENIZER_DIR "/tokenizer.json";
-    const absl::Status s =
-        model::write_random_checkpoint(dir_->file("tiny"), model::tiny_config(), options);
-    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
-    base_ = load().release();
-    std::vector<fs::path> paths;
-    for (const auto& e :
-         fs::directory_iterator(CPM_TEST_SOURCE_DIR "/tests/data/images/formulas")) {
-      if (e.path().extension() == ".png") paths.push_back(e.path());
-    }
-    std::sort(paths.begin(), paths.end());
-    images_ = new std::vector<std::string>();
-    for (size_t i = 0; i < 8; ++i) images_->push_back(read_bytes(paths.at(i)));
+    testing::write_tiny_checkpoint(dir_->file("tiny"));
+    base_ = testing::load_tiny(dir_->file("tiny")).release();
+    images_ = new std::vector<std::string>(testing::formula_images(8));
   }
   static void TearDownTestSuite() {
     delete images_;
@@ -111,14 +51,9 @@ class EngineTest : public ::testing::Test {
     delete dir_;
   }
 
-  static std::unique_ptr<model::LoadedModel> load() {
-    auto loaded = model::load_model(dir_->file("tiny"), {});
-    if (!loaded.ok()) throw std::runtime_error(std::string(loaded.status().message()));
-    return *std::move(loaded);
-  }
-
   static std::unique_ptr<Engine> start(EngineOptions options = {}) {
-    auto engine = std::make_unique<Engine>(load(), std::move(options));
+    auto engine =
+        std::make_unique<Engine>(testing::load_tiny(dir_->file("tiny")), std::move(options));
     EXPECT_TRUE(engine->start().ok());
     return engine;
   }
@@ -130,27 +65,8 @@ class EngineTest : public ::testing::Test {
     return r;
   }
 
-  // A PEFT adapter on every attention projection with random lora_B (so it changes the answers),
-  // or, corrupt, with one lora_A of the wrong shape.
   std::string write_adapter(const std::string& name, uint64_t seed, bool corrupt = false) const {
-    io::PeftLoraConfig c;
-    c.r = 4;
-    c.lora_alpha = 8;
-    c.lora_dropout = 0;
-    c.target_modules_regex = R"(llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj))";
-    auto adapter = model::init_adapter(base_->params, base_->configs.model, c, seed);
-    EXPECT_TRUE(adapter.ok()) << adapter.status();
-    at::manual_seed(seed);
-    for (auto& [key, t] : adapter->tensors) {
-      if (key.find(".lora_B.") != std::string::npos) t = at::randn(t.sizes()) * 0.5;
-    }
-    if (corrupt) {
-      at::Tensor& first = adapter->tensors.begin()->second;  // a lora_A [r, in]
-      first = at::randn({first.size(0) + 1, first.size(1)});
-    }
-    const std::string dir = tmp_.file(name);
-    EXPECT_TRUE(io::write_peft_adapter(dir, *adapter).ok());
-    return dir;
+    return testing::write_test_adapter(*base_, tmp_.file(name), seed, corrupt);
   }
 
   // One image decoded greedily alone, as cpm-tool generate does it: the engine's reference.
@@ -389,9 +305,7 @@ TEST_F(EngineTest, AdaptersLoadReplaceKeepTheOldOnErrorUnloadAndReloadOnDemand) 
   EXPECT_EQ(loaded->r, 4);
   EXPECT_EQ(loaded->lora_alpha, 8);
   EXPECT_EQ(loaded->target_modules.size(), 8u);  // 4 projections x 2 layers
-  // LoRA A [4, 128] and B [out, 4] in float32 for q (128), k, v (64 each) and o (128), two layers.
-  EXPECT_EQ(loaded->device_bytes,
-            2 * 4 * 4 * ((128 + 128) + (128 + 64) + (128 + 64) + (128 + 128)));
+  EXPECT_EQ(loaded->device_bytes, 4 * testing::kTestAdapterLoraElements);  // float32 model
   EXPECT_GT(loaded->size_bytes, 0);
   const Result with_a = engine->submit(with).get();
   ASSERT_TRUE(with_a.ok()) << with_a.status();
@@ -453,7 +367,7 @@ TEST_F(EngineTest, RequestsNamingALoadingAdapterWaitForIt) {
 TEST_F(EngineTest, TheBudgetEvictsTheLeastRecentlyUsedIdleUnpinnedAdapter) {
   const std::string a = write_adapter("adapter-a", 1), b = write_adapter("adapter-b", 2),
                     c = write_adapter("adapter-c", 4);
-  const int64_t one = 2 * 4 * 4 * ((128 + 128) + (128 + 64) + (128 + 64) + (128 + 128));
+  const int64_t one = 4 * testing::kTestAdapterLoraElements;
   EngineOptions o;
   o.adapter_budget_bytes = one * 5 / 2;
   auto engine = start(o);
