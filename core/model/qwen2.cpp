@@ -160,7 +160,10 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
   const at::Tensor& s = sin;
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
-  if (cache != nullptr) {
+  if (cache != nullptr && cache->write_positions.defined()) {
+    k = cache->keys[index].index_copy_(2, cache->write_positions, k);
+    v = cache->values[index].index_copy_(2, cache->write_positions, v);
+  } else if (cache != nullptr) {
     if (cache->keys.size() <= index) {
       cache->keys.push_back(k);
       cache->values.push_back(v);

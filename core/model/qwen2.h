@@ -32,8 +32,13 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, in
 
 // Keys and values of the tokens seen so far, per layer: [B, Hkv, T, head_dim]. One per sequence
 // batch being decoded; not thread-safe.
+// With `write_positions` defined the cache is static: keys/values are preallocated
+// [B, Hkv, capacity, head_dim] and each forward writes its T new keys and values at those slots
+// (a device tensor [T], so a captured CUDA graph can advance it) instead of appending; attention
+// then spans the whole capacity and the key mask must hide the slots not written yet.
 struct KvCache {
   std::vector<at::Tensor> keys, values;
+  at::Tensor write_positions;
   int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
 };
 

@@ -14,6 +14,8 @@
 
 #include <algorithm>
 
+#include "serve/left_padding.h"
+
 namespace cpm::core::serve {
 
 namespace {
@@ -44,32 +46,22 @@ Generation decode(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_e
   return out;
 }
 
-// The batched decoding loop, left-padded as the reference batches prompts: pad embeddings of id 0
-// in front, masked out of attention, positions counting real tokens only. `choose(logits [B, vocab],
-// out, done)` returns each row's next token on the host, given the tokens so far and which rows
-// are finished; a finished row's token is fed on (so the batch stays rectangular) but dropped.
+// The batched decoding loop, left-padded as the reference batches prompts (serve/left_padding.h).
+// `choose(logits [B, vocab], out, done)` returns each row's next token on the host, given the
+// tokens so far and which rows are finished; a finished row's token is fed on (so the batch stays
+// rectangular) but dropped.
 template <typename Choose>
 std::vector<Generation> decode_batch(const model::Qwen2ForCausalLM& llm, const std::vector<at::Tensor>& prompts,
                                      const GreedyOptions& options, Choose choose) {
-  const int64_t batch = static_cast<int64_t>(prompts.size());
   std::vector<Generation> out(prompts.size());
   if (prompts.empty()) return out;
-  int64_t longest = 0;
-  for (const at::Tensor& p : prompts) longest = std::max(longest, p.size(0));
-  const auto long_options = prompts.front().options().dtype(at::kLong);
-  const at::Tensor pad = llm.embed(at::zeros({1}, long_options))[0];  // id 0's embedding [hidden]
-  std::vector<at::Tensor> rows;
-  at::Tensor mask = at::zeros({batch, longest}, long_options);  // 1 = a real token
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t n = prompts[static_cast<size_t>(b)].size(0);
-    rows.push_back(at::cat({pad.expand({longest - n, pad.size(0)}), prompts[static_cast<size_t>(b)]}, 0));
-    mask[b].narrow(0, longest - n, n).fill_(1);
-  }
-  // Positions as generate() derives them: cumsum(mask) - 1, padding at 1.
-  at::Tensor positions = (mask.cumsum(1) - 1).masked_fill(mask.eq(0), 1);
+  const LeftPadded in = left_pad(llm, prompts);
+  const int64_t batch = in.mask.size(0), longest = in.mask.size(1);
+  const auto long_options = in.mask.options();
+  at::Tensor mask = in.mask;
   model::KvCache cache;
-  at::Tensor hidden = llm.hidden_states(at::stack(rows), positions, &cache, mask);
-  at::Tensor next_position = positions.select(1, longest - 1) + 1;  // [B]
+  at::Tensor hidden = llm.hidden_states(in.embeds, in.positions, &cache, mask);
+  at::Tensor next_position = in.positions.select(1, longest - 1) + 1;  // [B]
   std::vector<bool> done(prompts.size(), false);
   for (int step = 0; step < options.max_new_tokens; ++step) {
     const std::vector<int64_t> picked = choose(llm.logits(hidden.select(1, hidden.size(1) - 1)), out, done);

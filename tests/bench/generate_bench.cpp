@@ -6,7 +6,9 @@
 // requests; the bare model and the same model with an unmerged LoRA adapter (r 64, alpha 16 on
 // q/k/v/o, lora_B ~ N(0, 1e-3) so it changes the output). Time to first token covers the vision
 // tower, the resampler and the prefill; decode ms/token = (t(64 tokens) - t(1 token)) / 63, the
-// baseline's GPU-time formula, here on wall time. 1 warm-up, then the median of 5. Not a test.
+// baseline's GPU-time formula, here on wall time (a CUDA graph's capture lands in it). Each variant
+// runs with the growing KV cache (eager) and with the static cache + CUDA graph. 1 warm-up, then
+// the median of 5. Not a test.
 //   generate_bench --model DIR [--batches 1,8,32] > results.jsonl
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/randint.h>
@@ -24,6 +26,7 @@
 #include "model/adapter.h"
 #include "model/load.h"
 #include "serve/generation.h"
+#include "serve/static_decode.h"
 
 namespace {
 
@@ -39,7 +42,7 @@ struct Run {
 
 // B requests: vision + resampler over B copies of the image, B prompt embeddings, then decoding.
 Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::Tensor& ids, int batch,
-        int new_tokens) {
+        int new_tokens, bool graph) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t q = 64;
   const std::vector<at::Tensor> strips(batch, pixels);
@@ -51,7 +54,8 @@ Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::
   }
   core::serve::GreedyOptions options;
   options.max_new_tokens = new_tokens;
-  const auto out = core::serve::generate_greedy_batch(model.llm(), prompts, options);
+  const auto out = graph ? core::serve::generate_greedy_batch_static(model.llm(), prompts, options)
+                         : core::serve::generate_greedy_batch(model.llm(), prompts, options);
   core::cuda_synchronize(0);
   Run r;
   r.total = bench::seconds_since(start);
@@ -106,21 +110,22 @@ int main(int argc, char** argv) {
   const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(load.device, load.dtype);
   const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(load.device);
   std::vector<int32_t> base_tokens;
-  for (const char* variant : {"base", "lora_unmerged"}) {
-    const core::model::MiniCPMO& model = std::string(variant) == "base" ? *m.model : with_lora;
+  for (const std::string variant : {"base", "lora_unmerged", "base_cuda_graph", "lora_unmerged_cuda_graph"}) {
+    const core::model::MiniCPMO& model = variant.rfind("base", 0) == 0 ? *m.model : with_lora;
+    const bool graph = variant.find("cuda_graph") != std::string::npos;
     std::stringstream list(batches);
     for (std::string item; std::getline(list, item, ',');) {
       const int batch = std::stoi(item);
-      run(model, pixels, ids, batch, kNewTokens);  // warm-up
+      run(model, pixels, ids, batch, kNewTokens, graph);  // warm-up
       core::reset_cuda_peak_memory(0);
       std::vector<double> ttft, total;
       Run last;
       for (int i = 0; i < repeats; ++i) {
-        ttft.push_back(run(model, pixels, ids, batch, 1).total);
-        last = run(model, pixels, ids, batch, kNewTokens);
+        ttft.push_back(run(model, pixels, ids, batch, 1, graph).total);
+        last = run(model, pixels, ids, batch, kNewTokens, graph);
         total.push_back(last.total);
       }
-      if (batch == 1 && std::string(variant) == "base") base_tokens = last.first_row;
+      if (batch == 1 && variant == "base") base_tokens = last.first_row;
       const double t64 = bench::median(total), t1 = bench::median(ttft);
       const json out = {{"variant", variant},
                         {"batch", batch},
@@ -131,6 +136,7 @@ int main(int argc, char** argv) {
                         {"requests_per_s", batch / t64},
                         {"new_tokens", last.first_row.size()},
                         {"differs_from_base", !base_tokens.empty() && last.first_row != base_tokens},
+                        {"first_tokens", std::vector<int32_t>(last.first_row.begin(), last.first_row.begin() + 8)},
                         {"peak_allocated_gib", core::cuda_memory(0).peak_allocated_bytes / double(1 << 30)}};
       std::printf("%s\n", out.dump().c_str());
       std::fflush(stdout);

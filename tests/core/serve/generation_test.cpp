@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "serve/generation.h"
+#include "serve/static_decode.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
@@ -148,6 +149,34 @@ TEST(GenerateGreedyBatch, LeftPaddedBatchEqualsEachPromptAlone) {
       generate_greedy_batch(llm, prompts, {.max_new_tokens = 10, .stop_ids = {first.tokens[0]}});
   EXPECT_EQ(stopped[1].tokens, std::vector<int32_t>{first.tokens[0]});
   EXPECT_EQ(stopped[1].finish, FinishReason::kStop);
+}
+
+// The static-cache decoder (the CUDA-graph path's step, run eagerly here) gives the same tokens and
+// finish reasons as the growing cache, with and without stops.
+TEST(GenerateGreedyBatchStatic, EqualsTheGrowingCache) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = *tiny().checkpoint.tensor("golden.input_ids");  // [2, 12]
+  const std::vector<at::Tensor> prompt_ids = {ids[0], ids[1].narrow(0, 0, 5), ids[1].narrow(0, 3, 9)};
+  std::vector<at::Tensor> prompts;
+  for (const at::Tensor& p : prompt_ids) prompts.push_back(llm.embed(p.unsqueeze(0))[0]);
+  for (const GreedyOptions& limits : {GreedyOptions{.max_new_tokens = 12, .stop_ids = {}},
+                                      GreedyOptions{.max_new_tokens = 1, .stop_ids = {}}}) {
+    const std::vector<Generation> dynamic = generate_greedy_batch(llm, prompts, limits);
+    const std::vector<Generation> fixed = generate_greedy_batch_static(llm, prompts, limits);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(fixed[i].tokens, dynamic[i].tokens) << "prompt " << i;
+      EXPECT_EQ(fixed[i].finish, dynamic[i].finish);
+    }
+  }
+  const std::vector<Generation> plain = generate_greedy_batch(llm, prompts, {.max_new_tokens = 12, .stop_ids = {}});
+  const GreedyOptions stops{.max_new_tokens = 12, .stop_ids = {plain[0].tokens[3], plain[2].tokens[0]}};
+  const std::vector<Generation> dynamic = generate_greedy_batch(llm, prompts, stops);
+  const std::vector<Generation> fixed = generate_greedy_batch_static(llm, prompts, stops);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(fixed[i].tokens, dynamic[i].tokens) << "prompt " << i;
+    EXPECT_EQ(fixed[i].finish, dynamic[i].finish);
+  }
+  EXPECT_EQ(fixed[2].finish, FinishReason::kStop);
 }
 
 }  // namespace
