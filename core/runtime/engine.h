@@ -16,6 +16,9 @@
 //                  became ready for the batch to fill; grouped by (adapter, decoding kind), each
 //                  group one batched generation (runtime/ocr_batch.h; a forward pass never mixes
 //                  adapters)
+// A request cancelled or expired while its batch runs is answered CANCELLED / DEADLINE_EXCEEDED
+// when the batch ends, and its streamed text arrives then too: the batched generation returns all
+// tokens at once and cannot drop a row part-way.
 //
 // Priority: the loop runs adapter tasks first, then OCR cycles, and calls the background task
 // (a training job's step) only when no OCR request is ready, or after
@@ -116,7 +119,8 @@ class Engine {
   // Starts the engine thread and the worker pool. FAILED_PRECONDITION when already started.
   absl::Status start();
   // New work is refused with UNAVAILABLE from now on; returns once the engine thread has ended and
-  // every admitted request has its answer. The background task is not called again.
+  // every admitted request has its answer. The background task is not called again. Not from a
+  // callback that the engine runs (it would wait for itself).
   void stop(StopMode mode = StopMode::kFailQueued);
 
   // OCR. `done` runs exactly once: at once on this thread for an early error, else on the worker
