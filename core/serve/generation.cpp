@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "serve/left_padding.h"
+#include "serve/static_decode.h"
 
 namespace cpm::core::serve {
 
@@ -90,6 +91,8 @@ std::vector<Generation> decode_batch(const model::Qwen2ForCausalLM& llm, const s
 
 Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
                            const GreedyOptions& options) {
+  // On CUDA a decode step is one CUDA-graph replay (serve/static_decode.h).
+  if (inputs_embeds.is_cuda()) return generate_greedy_batch_static(llm, {inputs_embeds[0]}, options).front();
   return decode(llm, inputs_embeds, options, [](const at::Tensor& logits, const std::vector<int32_t>&) {
     return static_cast<int32_t>(logits.argmax().item<int64_t>());
   });
@@ -98,6 +101,7 @@ Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor&
 std::vector<Generation> generate_greedy_batch(const model::Qwen2ForCausalLM& llm,
                                               const std::vector<at::Tensor>& prompts,
                                               const GreedyOptions& options) {
+  if (!prompts.empty() && prompts.front().is_cuda()) return generate_greedy_batch_static(llm, prompts, options);
   return decode_batch(llm, prompts, options, [](const at::Tensor& logits, const std::vector<Generation>&,
                                                   const std::vector<bool>&) {
     // One device-to-host copy per step, not one synchronising read per row.

@@ -27,7 +27,8 @@ struct GreedyOptions {
   std::vector<int32_t> stop_ids;  // Default: none
 };
 
-// Greedy decoding of one sequence with a KV cache. inputs_embeds: [1, T, hidden] (the prompt after
+// Greedy decoding of one sequence with a KV cache (on CUDA: the static cache and a CUDA graph of the
+// decode step, serve/static_decode.h). inputs_embeds: [1, T, hidden] (the prompt after
 // the image features are scattered in); positions run 0..T-1, then on.
 Generation generate_greedy(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_embeds,
                            const GreedyOptions& options);

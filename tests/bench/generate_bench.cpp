@@ -7,7 +7,7 @@
 // q/k/v/o, lora_B ~ N(0, 1e-3) so it changes the output). Time to first token covers the vision
 // tower, the resampler and the prefill; decode ms/token = (t(64 tokens) - t(1 token)) / 63, the
 // baseline's GPU-time formula, here on wall time (a CUDA graph's capture lands in it). Each variant
-// runs with the growing KV cache (eager) and with the static cache + CUDA graph. 1 warm-up, then
+// runs with the static cache eagerly and with the static cache + CUDA graph (the default on CUDA). 1 warm-up, then
 // the median of 5. Not a test.
 //   generate_bench --model DIR [--batches 1,8,32] > results.jsonl
 #include <ATen/TensorOperators.h>
@@ -25,7 +25,6 @@
 #include "common/device.h"
 #include "model/adapter.h"
 #include "model/load.h"
-#include "serve/generation.h"
 #include "serve/static_decode.h"
 
 namespace {
@@ -54,8 +53,7 @@ Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::
   }
   core::serve::GreedyOptions options;
   options.max_new_tokens = new_tokens;
-  const auto out = graph ? core::serve::generate_greedy_batch_static(model.llm(), prompts, options)
-                         : core::serve::generate_greedy_batch(model.llm(), prompts, options);
+  const auto out = core::serve::generate_greedy_batch_static(model.llm(), prompts, options, graph);
   core::cuda_synchronize(0);
   Run r;
   r.total = bench::seconds_since(start);
