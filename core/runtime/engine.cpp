@@ -453,8 +453,26 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
       holder = device_adapters_.at(adapter);
       m = holder->model.get();
     }
+    // Tokens stream out as they are decoded; a request cancelled or past its deadline mid-way
+    // stops its row at the next token.
+    std::vector<std::unique_ptr<TextStreamer>> streamers(group.size());
     std::vector<BatchRow> rows;
-    for (const size_t i : group) rows.push_back({&batch[i]->input, &batch[i]->decoding});
+    for (size_t k = 0; k < group.size(); ++k) {
+      Pending* p = batch[group[k]].get();
+      if (p->request.on_delta) streamers[k] = std::make_unique<TextStreamer>(*model_->tokenizer);
+      rows.push_back({&p->input, &p->decoding, [this, p, streamer = streamers[k].get()](int32_t token) {
+                        if (p->time_to_first_token == nanoseconds::zero()) {
+                          p->time_to_first_token = Clock::now() - p->arrival;
+                        }
+                        if (streamer != nullptr) {
+                          const bool stops = std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end();
+                          if (auto delta = streamer->push(token, stops); delta.ok()) p->request.on_delta(*delta);
+                        }
+                        const OcrRequest& r = p->request;
+                        return !(r.cancellation && r.cancellation->cancelled()) &&
+                               !(r.deadline && *r.deadline <= Clock::now());
+                      }});
+    }
     const auto start = Clock::now();
     std::vector<RowOutcome> outcomes =
         run_ocr_batch(*m, device_, rows, stop_ids_, options_.before_generation);
@@ -506,18 +524,8 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
                absl::InternalError(absl::StrCat("answer text: ", text.status().message())));
         continue;
       }
-      if (r.on_delta) {
-        TextStreamer streamer(*model_->tokenizer);
-        const std::vector<int32_t>& tokens = o.generation.tokens;
-        for (size_t t = 0; t < tokens.size(); ++t) {
-          const bool stops =
-              t + 1 == tokens.size() && o.generation.finish == serve::FinishReason::kStop;
-          auto delta = streamer.push(tokens[t], stops);
-          if (!delta.ok()) break;  // answer_text decoded the same ids, so this does not happen
-          if (t == 0) p->time_to_first_token = Clock::now() - p->arrival;
-          r.on_delta(*delta);
-        }
-        if (auto rest = streamer.finish(); rest.ok() && !rest->text.empty()) r.on_delta(*rest);
+      if (streamers[k]) {
+        if (auto rest = streamers[k]->finish(); rest.ok() && !rest->text.empty()) r.on_delta(*rest);
       }
       const auto now = Clock::now();
       if (p->time_to_first_token == nanoseconds::zero()) p->time_to_first_token = now - p->arrival;

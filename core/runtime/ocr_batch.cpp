@@ -27,14 +27,28 @@ void cut(serve::Generation& g, int max) {
 absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>& rows,
                       const std::vector<at::Tensor>& prompts, const std::vector<size_t>& indices,
                       const std::vector<int32_t>& stop_ids, const std::function<void(int)>& before,
-                      std::vector<RowOutcome>& out) {
+                      std::vector<int>& delivered, std::vector<RowOutcome>& out) {
   const auto start = Clock::now();
   serve::GreedyOptions limits;
+  std::vector<int> produced(indices.size(), 0);
   limits.stop_ids = stop_ids;
   limits.max_new_tokens = 0;  // the largest of the rows'
   for (const size_t i : indices) {
     limits.max_new_tokens = std::max(limits.max_new_tokens, rows[i].decoding->max_new_tokens);
   }
+  // Rows asking for fewer tokens than the call's limit end at their own; streaming rows see each
+  // token as it comes, once: a row retried alone after running out of memory replays the same
+  // tokens, and those already delivered are not passed on again.
+  limits.on_token = [&](size_t row, int32_t token) {
+    const size_t i = indices[row];
+    const BatchRow& r = rows[i];
+    bool more = true;
+    if (++produced[row] > delivered[i]) {
+      ++delivered[i];
+      more = !r.on_token || r.on_token(token);
+    }
+    return more && produced[row] < r.decoding->max_new_tokens;
+  };
   std::vector<at::Tensor> batch;
   for (const size_t i : indices) batch.push_back(prompts[i]);
   std::vector<serve::Generation> generations;
@@ -55,10 +69,14 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
         generations = serve::generate_sampled_batch(model.llm(), batch, limits, sampling, seeds);
         break;
       }
-      case DecodeKind::kBeam:  // REQUIRES: one row (the caller splits beam groups)
+      case DecodeKind::kBeam: {  // REQUIRES: one row (the caller splits beam groups)
         generations = {
             serve::generate_beam(model.llm(), batch.front().unsqueeze(0), limits, first.beam).best};
+        for (const int32_t token : generations.front().tokens) {
+          if (!limits.on_token(0, token)) break;
+        }
         break;
+      }
     }
     return absl::OkStatus();
   }));
@@ -120,12 +138,13 @@ std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device 
   } else {
     calls.push_back(live);
   }
+  std::vector<int> delivered(rows.size(), 0);  // tokens handed to each row's on_token
   for (const std::vector<size_t>& call : calls) {
-    absl::Status status = generate(model, rows, prompts, call, stop_ids, before_generation, out);
+    absl::Status status = generate(model, rows, prompts, call, stop_ids, before_generation, delivered, out);
     if (status.code() == absl::StatusCode::kResourceExhausted && call.size() > 1) {
       for (const size_t i : call) {
         const absl::Status alone =
-            generate(model, rows, prompts, {i}, stop_ids, before_generation, out);
+            generate(model, rows, prompts, {i}, stop_ids, before_generation, delivered, out);
         if (!alone.ok()) out[i].status = alone;
       }
     } else if (!status.ok()) {

@@ -29,6 +29,9 @@ namespace cpm::core::runtime {
 struct BatchRow {
   const OcrInput* input = nullptr;
   const ResolvedDecoding* decoding = nullptr;  // all rows of a group have the same kind
+  // Each new token as it is produced (greedy and sampled decoding; beam search hands over its
+  // best sequence at the end); false ends the row (cancelled).
+  std::function<bool(int32_t token)> on_token;
 };
 
 struct RowOutcome {

@@ -37,8 +37,10 @@ Generation decode(const model::Qwen2ForCausalLM& llm, const at::Tensor& inputs_e
     out.tokens.push_back(token);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
       out.finish = FinishReason::kStop;
+      if (options.on_token) options.on_token(0, token);
       return out;
     }
+    if (options.on_token && !options.on_token(0, token)) return out;
     const at::Tensor next = at::full({1, 1}, token, long_options);
     const at::Tensor position = at::full({1, 1}, prompt + step, long_options);
     hidden = llm.hidden_states(llm.embed(next), position, &cache);
@@ -76,6 +78,7 @@ std::vector<Generation> decode_batch(const model::Qwen2ForCausalLM& llm, const s
         g.finish = FinishReason::kStop;
         done[static_cast<size_t>(b)] = true;
       }
+      if (options.on_token && !options.on_token(static_cast<size_t>(b), token)) done[static_cast<size_t>(b)] = true;
       all_done = all_done && done[static_cast<size_t>(b)];
     }
     if (all_done) return out;

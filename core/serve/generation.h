@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/qwen2.h"
@@ -25,6 +26,10 @@ struct Generation {
 struct GreedyOptions {
   int max_new_tokens = 2048;      // Default: the reference chat()'s
   std::vector<int32_t> stop_ids;  // Default: none
+  // Called with each new token of each row (row 0 for single-sequence decoding) as it is
+  // produced, for streaming; returning false ends that row there (finish kLength, as if its
+  // max_new_tokens were reached): a cancelled request or a row with a smaller limit.
+  std::function<bool(size_t row, int32_t token)> on_token = nullptr;
 };
 
 // Greedy decoding of one sequence with a KV cache (on CUDA: the static cache and a CUDA graph of the

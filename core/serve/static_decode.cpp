@@ -92,6 +92,7 @@ std::vector<Generation> generate_greedy_batch_static(const model::Qwen2ForCausal
         g.finish = FinishReason::kStop;
         done[static_cast<size_t>(b)] = true;
       }
+      if (options.on_token && !options.on_token(static_cast<size_t>(b), token)) done[static_cast<size_t>(b)] = true;
       all_done = all_done && done[static_cast<size_t>(b)];
     }
     return !all_done;

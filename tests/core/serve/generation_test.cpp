@@ -179,6 +179,39 @@ TEST(GenerateGreedyBatchStatic, EqualsTheGrowingCache) {
   EXPECT_EQ(fixed[2].finish, FinishReason::kStop);
 }
 
+// Tokens are handed out as they are produced, row by row, and a row whose callback says stop ends
+// there while the others go on; both decoders behave the same.
+TEST(GenerateGreedyBatch, StreamsTokensAndStopsRowsOnRequest) {
+  const model::Qwen2ForCausalLM llm(tiny().params, "llm", tiny().config);
+  const at::Tensor ids = *tiny().checkpoint.tensor("golden.input_ids");  // [2, 12]
+  const std::vector<at::Tensor> prompts = {llm.embed(ids[0].unsqueeze(0))[0], llm.embed(ids[1].unsqueeze(0))[0]};
+  const std::vector<Generation> plain = generate_greedy_batch(llm, prompts, {.max_new_tokens = 8, .stop_ids = {}});
+  for (const bool fixed : {false, true}) {
+    std::vector<std::vector<int32_t>> streamed(2);
+    GreedyOptions options{.max_new_tokens = 8, .stop_ids = {}};
+    options.on_token = [&](size_t row, int32_t token) {
+      streamed[row].push_back(token);
+      return !(row == 1 && streamed[row].size() == 3);  // row 1 is cancelled after 3 tokens
+    };
+    const std::vector<Generation> out =
+        fixed ? generate_greedy_batch_static(llm, prompts, options) : generate_greedy_batch(llm, prompts, options);
+    EXPECT_EQ(out[0].tokens, plain[0].tokens);
+    EXPECT_EQ(streamed[0], plain[0].tokens);
+    EXPECT_EQ(out[1].tokens, std::vector<int32_t>(plain[1].tokens.begin(), plain[1].tokens.begin() + 3));
+    EXPECT_EQ(out[1].finish, FinishReason::kLength);
+    EXPECT_EQ(streamed[1], out[1].tokens);
+  }
+  std::vector<int32_t> single;
+  GreedyOptions options{.max_new_tokens = 8, .stop_ids = {}};
+  options.on_token = [&](size_t, int32_t token) {
+    single.push_back(token);
+    return single.size() < 5;
+  };
+  const Generation alone = generate_greedy(llm, prompts[0].unsqueeze(0), options);
+  EXPECT_EQ(alone.tokens, single);
+  EXPECT_EQ(alone.tokens.size(), 5u);
+}
+
 }  // namespace
 }  // namespace cpm::core::serve
 
