@@ -16,9 +16,9 @@
 //                  became ready for the batch to fill; grouped by (adapter, decoding kind), each
 //                  group one batched generation (runtime/ocr_batch.h; a forward pass never mixes
 //                  adapters)
-// A request cancelled or expired while its batch runs is answered CANCELLED / DEADLINE_EXCEEDED
-// when the batch ends, and its streamed text arrives then too: the batched generation returns all
-// tokens at once and cannot drop a row part-way.
+// While its batch runs, a request's text streams out token by token (greedy and sampled; beam
+// search at the end); a request cancelled or expired then stops decoding at its next token and is
+// answered CANCELLED / DEADLINE_EXCEEDED when the batch ends.
 //
 // Priority: the loop runs adapter tasks first, then OCR cycles, and calls the background task
 // (a training job's step) only when no OCR request is ready, or after
