@@ -93,6 +93,17 @@ absl::Status split_adapter(const Parameters& base, const io::ModelConfig& model,
   return absl::OkStatus();
 }
 
+// The base store with the adapter's module copies in place of the base tensors (on the base's
+// device, in its dtype).
+Parameters with_copies(const Parameters& base, const std::vector<std::pair<std::string, at::Tensor>>& copies) {
+  Parameters out = base;
+  for (const auto& [name, t] : copies) {
+    const at::Tensor& w = base.get(name);
+    out.set(name, t.to(w.device(), w.scalar_type()).contiguous());
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> resolve_lora_targets(const io::ModelConfig& model,
@@ -180,11 +191,7 @@ absl::StatusOr<Parameters> apply_adapter(const Parameters& base, const io::Model
   std::vector<LoraPair> lora;
   std::vector<std::pair<std::string, at::Tensor>> copies;
   if (auto s = split_adapter(base, model, adapter, lora, copies); !s.ok()) return s;
-  Parameters out = base;
-  for (const auto& [name, t] : copies) {
-    const at::Tensor& w = base.get(name);
-    out.set(name, t.to(w.device(), w.scalar_type()).contiguous());
-  }
+  Parameters out = with_copies(base, copies);
   for (const LoraPair& p : lora) {
     const at::Tensor& w = base.get(p.module + ".weight");
     const c10::ScalarType dtype = precision == LoraPrecision::kFloat32 ? at::kFloat : w.scalar_type();
@@ -199,11 +206,7 @@ absl::StatusOr<Parameters> merge_adapter(const Parameters& base, const io::Model
   std::vector<LoraPair> lora;
   std::vector<std::pair<std::string, at::Tensor>> copies;
   if (auto s = split_adapter(base, model, adapter, lora, copies); !s.ok()) return s;
-  Parameters out = base;
-  for (const auto& [name, t] : copies) {
-    const at::Tensor& w = base.get(name);
-    out.set(name, t.to(w.device(), w.scalar_type()).contiguous());
-  }
+  Parameters out = with_copies(base, copies);
   const double scaling = adapter.config.scaling();
   for (const LoraPair& p : lora) {
     const at::Tensor& w = base.get(p.module + ".weight");

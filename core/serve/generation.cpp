@@ -68,20 +68,7 @@ std::vector<Generation> decode_batch(const model::Qwen2ForCausalLM& llm, const s
   std::vector<bool> done(prompts.size(), false);
   for (int step = 0; step < options.max_new_tokens; ++step) {
     const std::vector<int64_t> picked = choose(llm.logits(hidden.select(1, hidden.size(1) - 1)), out, done);
-    bool all_done = true;
-    for (int64_t b = 0; b < batch; ++b) {
-      if (done[static_cast<size_t>(b)]) continue;
-      Generation& g = out[static_cast<size_t>(b)];
-      const auto token = static_cast<int32_t>(picked[static_cast<size_t>(b)]);
-      g.tokens.push_back(token);
-      if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
-        g.finish = FinishReason::kStop;
-        done[static_cast<size_t>(b)] = true;
-      }
-      if (options.on_token && !options.on_token(static_cast<size_t>(b), token)) done[static_cast<size_t>(b)] = true;
-      all_done = all_done && done[static_cast<size_t>(b)];
-    }
-    if (all_done) return out;
+    if (!record_tokens(picked.data(), options, out, done)) return out;
     mask = at::cat({mask, at::ones({batch, 1}, long_options)}, 1);
     const at::Tensor tokens = at::tensor(picked, long_options).unsqueeze(1);  // [B, 1]
     hidden = llm.hidden_states(llm.embed(tokens), next_position.unsqueeze(1), &cache, mask);

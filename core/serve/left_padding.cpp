@@ -30,4 +30,21 @@ LeftPadded left_pad(const model::Qwen2ForCausalLM& llm, const std::vector<at::Te
   return out;
 }
 
+bool record_tokens(const int64_t* picked, const GreedyOptions& options, std::vector<Generation>& out,
+                   std::vector<bool>& done) {
+  bool going = false;
+  for (size_t b = 0; b < out.size(); ++b) {
+    if (done[b]) continue;
+    const auto token = static_cast<int32_t>(picked[b]);
+    out[b].tokens.push_back(token);
+    if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
+      out[b].finish = FinishReason::kStop;
+      done[b] = true;
+    }
+    if (options.on_token && !options.on_token(b, token)) done[b] = true;
+    going = going || !done[b];
+  }
+  return going;
+}
+
 }  // namespace cpm::core::serve

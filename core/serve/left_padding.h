@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/qwen2.h"
+#include "serve/generation.h"
 
 namespace cpm::core::serve {
 
@@ -21,5 +22,10 @@ struct LeftPadded {
 
 // prompts: each [T_i, hidden], at least one.
 LeftPadded left_pad(const model::Qwen2ForCausalLM& llm, const std::vector<at::Tensor>& prompts);
+
+// One decode step's bookkeeping for a batch: appends picked[b] to every unfinished row, ends rows
+// that produced a stop id (kStop) or whose options.on_token says stop; true while a row goes on.
+bool record_tokens(const int64_t* picked, const GreedyOptions& options, std::vector<Generation>& out,
+                   std::vector<bool>& done);
 
 }  // namespace cpm::core::serve

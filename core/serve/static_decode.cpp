@@ -81,21 +81,7 @@ std::vector<Generation> generate_greedy_batch_static(const model::Qwen2ForCausal
   // Records the step's tokens (one device-to-host copy); false once every row has stopped.
   const auto take = [&](const at::Tensor& tokens) {
     const at::Tensor host = tokens.to(at::kCPU).contiguous();
-    const int64_t* picked = host.data_ptr<int64_t>();
-    bool all_done = true;
-    for (int64_t b = 0; b < batch; ++b) {
-      if (done[static_cast<size_t>(b)]) continue;
-      Generation& g = out[static_cast<size_t>(b)];
-      const auto token = static_cast<int32_t>(picked[b]);
-      g.tokens.push_back(token);
-      if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
-        g.finish = FinishReason::kStop;
-        done[static_cast<size_t>(b)] = true;
-      }
-      if (options.on_token && !options.on_token(static_cast<size_t>(b), token)) done[static_cast<size_t>(b)] = true;
-      all_done = all_done && done[static_cast<size_t>(b)];
-    }
-    return !all_done;
+    return record_tokens(host.data_ptr<int64_t>(), options, out, done);
   };
   if (!take(next) || options.max_new_tokens == 1) return out;
 
