@@ -6,7 +6,9 @@
 #include "common/build_info.h"
 #include "common/device.h"
 #include "common/guard.h"
+#include "model_host.h"
 #include "process_metrics.h"
+#include "runtime/engine_metrics.h"
 #include "status_conversion.h"
 
 namespace cpm::server {
@@ -34,20 +36,33 @@ void fill_device(const core::DeviceInfo& d, cpm::v1::DeviceInfo* out) {
   out->set_cores(d.cores);
 }
 
-void fill_model(const ServerFacts& facts, cpm::v1::ModelInfo* out) {
-  if (!facts.model_configs) {
-    out->set_state(cpm::v1::MODEL_STATE_NONE);
-    return;
+cpm::v1::ModelState to_proto(ModelState state) {
+  switch (state) {
+    case ModelState::kNone:
+      return cpm::v1::MODEL_STATE_NONE;
+    case ModelState::kLoading:
+      return cpm::v1::MODEL_STATE_LOADING;
+    case ModelState::kReady:
+      return cpm::v1::MODEL_STATE_READY;
+    case ModelState::kFailed:
+      return cpm::v1::MODEL_STATE_FAILED;
   }
-  // The architecture comes from the checkpoint's config.json; weights are not loaded by this
-  // build (the LibTorch model arrives with issue #4), and the state says so plainly.
+  return cpm::v1::MODEL_STATE_UNSPECIFIED;
+}
+
+// The architecture comes from the checkpoint's config.json, read at start-up; the state, device
+// and dtype from the loader.
+void fill_model(const ServerFacts& facts, const ModelStatus& status, cpm::v1::ModelInfo* out) {
+  out->set_state(to_proto(status.state));
+  if (!facts.model_configs) return;
   const core::io::ModelConfig& m = facts.model_configs->model;
-  out->set_state(cpm::v1::MODEL_STATE_FAILED);
-  out->set_error("this build of cpmd reads the checkpoint's configs but does not load weights yet");
+  out->set_error(status.error);
   out->set_path(facts.config.model);
   out->set_architecture(m.architectures.empty() ? "" : m.architectures.front());
   out->set_model_type(m.model_type);
-  out->set_dtype(m.torch_dtype);
+  out->set_dtype(status.dtype);
+  out->set_device(status.device);
+  out->set_num_parameters(status.num_parameters);
   cpm::v1::LlmArchitecture* llm = out->mutable_llm();
   llm->set_hidden_size(m.hidden_size);
   llm->set_intermediate_size(m.intermediate_size);
@@ -94,7 +109,7 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(grpc::CallbackServerContext* con
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   fill_build(response->mutable_build());
 
-  fill_model(facts_, response->mutable_model());
+  fill_model(facts_, host_.status(), response->mutable_model());
 
   const absl::Status devices = core::guarded("listing devices", [&] {
     for (const core::DeviceInfo& d : core::list_devices()) fill_device(d, response->add_devices());
@@ -120,6 +135,11 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(grpc::CallbackServerContext* con
   status->set_metrics_address(facts_.metrics_address);
   status->set_data_dir(facts_.config.data_dir);
   status->set_resident_memory_bytes(read_process_stats().resident_bytes);
+  if (const std::optional<core::runtime::EngineStats> stats = host_.stats()) {
+    status->set_ocr_queue_depth(static_cast<int32_t>(stats->preparing + stats->queued));
+    status->set_ocr_running(static_cast<int32_t>(stats->running));
+    status->set_loaded_adapters(static_cast<int32_t>(stats->adapters_loaded));
+  }
   for (const std::string& s : facts_.unimplemented_services) status->add_unimplemented_services(s);
   reactor->Finish(grpc::Status::OK);
   return reactor;

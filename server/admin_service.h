@@ -25,10 +25,13 @@ struct ServerFacts {
   std::vector<std::string> unimplemented_services;
 };
 
-// cpm.v1.Admin: build, model, device and status information. Thread-safe.
+class ModelHost;
+
+// cpm.v1.Admin: build, model, device and status information. Thread-safe; `host` must outlive the
+// gRPC server.
 class AdminService final : public cpm::v1::Admin::CallbackService {
  public:
-  explicit AdminService(ServerFacts facts) : facts_(std::move(facts)) {}
+  AdminService(ServerFacts facts, const ModelHost& host) : facts_(std::move(facts)), host_(host) {}
 
   // The gRPC port is bound only once the server (and so this service) is running.
   void set_grpc_address(std::string address);
@@ -39,6 +42,7 @@ class AdminService final : public cpm::v1::Admin::CallbackService {
 
  private:
   const ServerFacts facts_;
+  const ModelHost& host_;
   mutable std::mutex mu_;
   std::string grpc_address_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,7 @@ struct Field {
   const char* key;
   std::string DaemonConfig::*text = nullptr;
   int64_t DaemonConfig::*number = nullptr;
+  std::vector<std::string> DaemonConfig::*list = nullptr;
 };
 
 constexpr Field kFields[] = {
@@ -28,6 +31,13 @@ constexpr Field kFields[] = {
     {"metrics_listen", &DaemonConfig::metrics_listen},
     {"data_dir", &DaemonConfig::data_dir},
     {"model", &DaemonConfig::model},
+    {"device", &DaemonConfig::device},
+    {"dtype", &DaemonConfig::dtype},
+    {"max_batch_size", nullptr, &DaemonConfig::max_batch_size},
+    {"max_batch_wait_ms", nullptr, &DaemonConfig::max_batch_wait_ms},
+    {"max_queue", nullptr, &DaemonConfig::max_queue},
+    {"adapter_memory_budget_bytes", nullptr, &DaemonConfig::adapter_memory_budget_bytes},
+    {"adapter_roots", nullptr, nullptr, &DaemonConfig::adapter_roots},
     {"log_level", &DaemonConfig::log_level},
     {"log_format", &DaemonConfig::log_format},
     {"max_message_bytes", nullptr, &DaemonConfig::max_message_bytes},
@@ -74,6 +84,14 @@ absl::Status apply_file(const std::string& path, DaemonConfig& config) {
             absl::StrCat("config file ", path, ": '", key, "' must be a string"));
       }
       config.*(field->text) = value.get<std::string>();
+    } else if (field->list != nullptr) {
+      const bool strings = value.is_array() && std::all_of(value.begin(), value.end(), [](
+                                                   const json& v) { return v.is_string(); });
+      if (!strings) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config file ", path, ": '", key, "' must be a list of strings"));
+      }
+      config.*(field->list) = value.get<std::vector<std::string>>();
     } else {
       if (!value.is_number_integer()) {
         return absl::InvalidArgumentError(
@@ -83,6 +101,20 @@ absl::Status apply_file(const std::string& path, DaemonConfig& config) {
     }
   }
   return absl::OkStatus();
+}
+
+// "auto", "cpu", "cuda" or "cuda:N".
+bool is_device_name(const std::string& device) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return true;
+  if (device.rfind("cuda:", 0) != 0 || device.size() == 5 || device.size() > 8) return false;
+  return std::all_of(device.begin() + 5, device.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// `value` in [lo, hi], else an error naming the key.
+absl::Status check_range(const char* key, int64_t value, int64_t lo, int64_t hi) {
+  if (value >= lo && value <= hi) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(key, " ", value, " is out of range [", lo, ", ", hi, "]"));
 }
 
 template <typename T>
@@ -141,6 +173,29 @@ absl::Status validate(const DaemonConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "shutdown_grace_seconds ", c.shutdown_grace_seconds, " is out of range [0, 3600]"));
   }
+  if (!is_device_name(c.device)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device '", c.device, "' is not one of auto, cpu, cuda, cuda:N"));
+  }
+  if (c.dtype != "auto" && c.dtype != "bfloat16" && c.dtype != "float32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype '", c.dtype, "' is not one of auto, bfloat16, float32"));
+  }
+  for (const absl::Status& s :
+       {check_range("max_batch_size", c.max_batch_size, 1, 1024),
+        check_range("max_batch_wait_ms", c.max_batch_wait_ms, 0, 60000),
+        check_range("max_queue", c.max_queue, 1, 1000000),
+        check_range("adapter_memory_budget_bytes", c.adapter_memory_budget_bytes, 0,
+                    std::numeric_limits<int64_t>::max())}) {
+    if (!s.ok()) return s;
+  }
+  for (const std::string& root : c.adapter_roots) {
+    std::error_code ec;
+    if (root.empty() || !fs::is_directory(root, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter root '", root, "' is not a directory; create it or fix adapter_roots"));
+    }
+  }
   if (!c.model.empty()) {
     std::error_code ec;
     if (!fs::is_directory(c.model, ec)) {
@@ -166,6 +221,13 @@ absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags) {
   overlay(flags.metrics_listen, config.metrics_listen);
   overlay(flags.data_dir, config.data_dir);
   overlay(flags.model, config.model);
+  overlay(flags.device, config.device);
+  overlay(flags.dtype, config.dtype);
+  overlay(flags.max_batch_size, config.max_batch_size);
+  overlay(flags.max_batch_wait_ms, config.max_batch_wait_ms);
+  overlay(flags.max_queue, config.max_queue);
+  overlay(flags.adapter_memory_budget_bytes, config.adapter_memory_budget_bytes);
+  overlay(flags.adapter_roots, config.adapter_roots);
   overlay(flags.log_level, config.log_level);
   overlay(flags.log_format, config.log_format);
   overlay(flags.max_message_bytes, config.max_message_bytes);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -22,6 +23,23 @@ struct DaemonConfig {
   // Hugging Face checkpoint directory of MiniCPM-o-2.6 (config.json, safetensors, tokenizer).
   // Empty: start without a model.
   std::string model;
+  // Where the weights live: "auto" (the first CUDA device when one is visible, else the CPU),
+  // "cpu", "cuda" or "cuda:N".
+  std::string device = "auto";
+  // The weights' dtype: "auto" (bfloat16 on CUDA, float32 on the CPU), "bfloat16" or "float32".
+  std::string dtype = "auto";
+  // OCR batching: most requests in one engine cycle, and how long the oldest ready request waits
+  // for a cycle to fill up.
+  int64_t max_batch_size = 8;
+  int64_t max_batch_wait_ms = 5;
+  // OCR requests admitted but not yet running; one more is RESOURCE_EXHAUSTED at once.
+  int64_t max_queue = 256;
+  // Device bytes that loaded adapters may hold together; beyond it, unpinned adapters are evicted
+  // least recently used first. 0: no limit.
+  int64_t adapter_memory_budget_bytes = 0;
+  // Folders that LoadAdapter paths must lie under once symlinks are resolved; relative paths in a
+  // request are taken relative to the first. Empty: <data_dir>/adapters alone.
+  std::vector<std::string> adapter_roots;
   // "debug" | "info" | "warn" | "error".
   std::string log_level = "info";
   // "text" (logfmt) | "json".
@@ -39,6 +57,13 @@ struct ConfigOverrides {
   std::optional<std::string> metrics_listen;
   std::optional<std::string> data_dir;
   std::optional<std::string> model;
+  std::optional<std::string> device;
+  std::optional<std::string> dtype;
+  std::optional<int64_t> max_batch_size;
+  std::optional<int64_t> max_batch_wait_ms;
+  std::optional<int64_t> max_queue;
+  std::optional<int64_t> adapter_memory_budget_bytes;
+  std::optional<std::vector<std::string>> adapter_roots;
   std::optional<std::string> log_level;
   std::optional<std::string> log_format;
   std::optional<int64_t> max_message_bytes;
@@ -49,8 +74,9 @@ struct ConfigOverrides {
 // INVALID_ARGUMENT (or NOT_FOUND for a missing file) with a message naming the key and the fix.
 absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags);
 
-// Checks every field: address syntax and port range, log level and format, limits, and that a
-// configured model directory exists and holds config.json.
+// Checks every field: address syntax and port range, log level and format, device and dtype names,
+// limits, that a configured model directory exists and holds config.json, and that configured
+// adapter roots are directories.
 absl::Status validate(const DaemonConfig& config);
 
 // A host:port split; the host may be a bracketed IPv6 literal.

@@ -8,10 +8,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "adapter_files.h"
+#include "adapters_service.h"
 #include "admin_service.h"
 #include "common/build_info.h"
 #include "common/logging.h"
@@ -19,7 +22,10 @@
 #include "io/model_config.h"
 #include "job_store.h"
 #include "metrics_http.h"
+#include "model_host.h"
+#include "ocr_service.h"
 #include "process_metrics.h"
+#include "serving_metrics.h"
 #include "unimplemented_services.h"
 
 namespace cpm::server {
@@ -66,18 +72,35 @@ std::string with_port(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
 }
 
+// The configured adapter roots, or <data_dir>/adapters (created) when none are.
+absl::StatusOr<AdapterRoots> adapter_roots(const DaemonConfig& config, const fs::path& data_dir) {
+  if (!config.adapter_roots.empty()) return AdapterRoots::create(config.adapter_roots);
+  const fs::path dir = data_dir / "adapters";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  return AdapterRoots::create({dir.string()});
+}
+
+// The services that need the model.
+constexpr const char* kModelServices[] = {"cpm.v1.Ocr", "cpm.v1.Adapters"};
+
 }  // namespace
 
+// Members are destroyed bottom-up: the server before the services it calls, the services and the
+// /metrics endpoint before the model host they read, the engine (in the host) before the metrics
+// registry that its observer records into.
 struct Daemon::State {
   DaemonConfig config;
   std::unique_ptr<DataDirLock> lock;
   std::unique_ptr<JobStore> job_store;
   Registry registry;
+  std::unique_ptr<ServingMetrics> serving_metrics;
+  std::unique_ptr<ModelHost> host;
   std::unique_ptr<MetricsHttpServer> metrics_http;
   std::unique_ptr<AdminService> admin;
   UnimplementedTraining training;
-  UnimplementedAdapters adapters;
-  UnimplementedOcr ocr;
+  std::unique_ptr<AdaptersService> adapters;
+  std::unique_ptr<OcrService> ocr;
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   bool shut_down = false;
@@ -120,6 +143,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
              build.cuda ? "true" : "false", build.image_decoder})
       .set(1);
   register_process_metrics(st->registry);
+  st->serving_metrics = std::make_unique<ServingMetrics>(st->registry);
+  auto host = ModelHost::create(config, st->serving_metrics->observer());
+  if (!host.ok()) return host.status();
+  st->host = std::move(*host);
+  st->serving_metrics->watch(*st->host);
+  auto roots = adapter_roots(config, data_dir);
+  if (!roots.ok()) return roots.status();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -149,17 +179,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
                      {{"model", config.model}, {"file", missing}});
     }
     facts.model_configs = std::move(*configs);
-    core::log_warn("model weights are not loaded by this build; Ocr and Training stay unimplemented",
-                   {{"model", config.model}});
   }
   facts.metrics_address = metrics_address;
   facts.start_time = started;
-  facts.unimplemented_services = {"cpm.v1.Training", "cpm.v1.Adapters", "cpm.v1.Ocr"};
-  st->admin = std::make_unique<AdminService>(facts);
+  facts.unimplemented_services = {"cpm.v1.Training"};
+  st->admin = std::make_unique<AdminService>(facts, *st->host);
+  // Chunks leave room for the rest of the message within the message size limit.
+  const size_t chunk_bytes =
+      static_cast<size_t>(std::min<int64_t>(int64_t{1} << 20, config.max_message_bytes / 2));
+  st->adapters = std::make_unique<AdaptersService>(*st->host, *std::move(roots), chunk_bytes);
+  st->ocr = std::make_unique<OcrService>(*st->host, *st->serving_metrics);
   builder.RegisterService(st->admin.get());
   builder.RegisterService(&st->training);
-  builder.RegisterService(&st->adapters);
-  builder.RegisterService(&st->ocr);
+  builder.RegisterService(st->adapters.get());
+  builder.RegisterService(st->ocr.get());
   st->server = builder.BuildAndStart();
   if (!st->server || st->grpc_port == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -169,13 +202,21 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
   const std::string grpc_address = with_port(config.listen, st->grpc_port);
   st->admin->set_grpc_address(grpc_address);
 
-  // Overall health ("") is SERVING once we listen; a service that cannot answer yet says so.
+  // Overall health ("") is SERVING once we listen; a service that cannot answer yet says so. Ocr
+  // and Adapters turn SERVING when the model is ready.
   grpc::HealthCheckServiceInterface* health = st->server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus("cpm.v1.Admin", true);
   for (const std::string& name : facts.unimplemented_services) {
     health->SetServingStatus(name, false);
   }
+  for (const char* name : kModelServices) health->SetServingStatus(name, false);
+  st->host->start_loading([health](const ModelStatus& status) {
+    // After the health service's Shutdown() this is ignored, so shutting down stays NOT_SERVING.
+    for (const char* name : kModelServices) {
+      health->SetServingStatus(name, status.state == ModelState::kReady);
+    }
+  });
   log_info("grpc listening", {{"addr", grpc_address}, {"port", st->grpc_port}});
   log_info("metrics listening", {{"addr", metrics_address},
                                  {"port", st->metrics_http->port()},
@@ -193,6 +234,8 @@ void Daemon::shutdown(std::chrono::seconds grace) {
     st.server->Shutdown(std::chrono::system_clock::now() + grace);
     st.server->Wait();
   }
+  // No call can reach the engine any more: what is still queued fails, then the engine stops.
+  if (st.host) st.host->shutdown();
   st.metrics_http.reset();
   st.job_store.reset();
   st.lock.reset();

@@ -41,6 +41,23 @@ int main(int argc, char** argv) {
   add_option(app, "--data-dir", flags.data_dir,
              "job store, datasets, checkpoints, adapters (default " + defaults.data_dir + ")");
   add_option(app, "--model", flags.model, "MiniCPM-o-2.6 checkpoint directory (Hugging Face format)");
+  add_option(app, "--device", flags.device,
+             "auto | cpu | cuda | cuda:N; auto takes the first GPU when there is one (default auto)");
+  add_option(app, "--dtype", flags.dtype,
+             "auto | bfloat16 | float32; auto is bfloat16 on CUDA, float32 on CPU (default auto)");
+  add_option(app, "--max-batch-size", flags.max_batch_size,
+             "most OCR requests in one batch (default " + std::to_string(defaults.max_batch_size) +
+                 ")");
+  add_option(app, "--max-batch-wait-ms", flags.max_batch_wait_ms,
+             "how long a ready OCR request waits for its batch to fill (default " +
+                 std::to_string(defaults.max_batch_wait_ms) + ")");
+  add_option(app, "--max-queue", flags.max_queue,
+             "OCR requests waiting before RESOURCE_EXHAUSTED (default " +
+                 std::to_string(defaults.max_queue) + ")");
+  add_option(app, "--adapter-memory-budget-bytes", flags.adapter_memory_budget_bytes,
+             "device bytes loaded adapters may hold together, 0 for no limit (default 0)");
+  add_option(app, "--adapter-roots", flags.adapter_roots,
+             "folders LoadAdapter paths must lie under (default DATA_DIR/adapters)");
   add_option(app, "--log-level", flags.log_level, "debug | info | warn | error (default info)");
   add_option(app, "--log-format", flags.log_format, "text (logfmt) | json (default text)");
   add_option(app, "--max-message-bytes", flags.max_message_bytes,

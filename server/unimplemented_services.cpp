@@ -12,8 +12,8 @@ grpc::Status unimplemented(const char* service, const char* method) {
   return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                       std::string("cpm.v1.") + service + "/" + method +
                           " is not implemented in cpmd " + core::build_info().version +
-                          " yet; this build serves cpm.v1.Admin, grpc.health.v1.Health and "
-                          "server reflection");
+                          " yet; this build serves cpm.v1.Ocr, cpm.v1.Adapters, cpm.v1.Admin, "
+                          "grpc.health.v1.Health and server reflection");
 }
 
 grpc::ServerUnaryReactor* reject(grpc::CallbackServerContext* context, const char* service,
@@ -52,12 +52,6 @@ CPM_REJECT_UNARY(UnimplementedTraining, "Training", ListJobs, ListJobsRequest, L
 CPM_REJECT_UNARY(UnimplementedTraining, "Training", CancelJob, CancelJobRequest, Job)
 CPM_REJECT_UNARY(UnimplementedTraining, "Training", ListDatasets, ListDatasetsRequest,
                  ListDatasetsResponse)
-CPM_REJECT_UNARY(UnimplementedAdapters, "Adapters", LoadAdapter, LoadAdapterRequest, Adapter)
-CPM_REJECT_UNARY(UnimplementedAdapters, "Adapters", UnloadAdapter, UnloadAdapterRequest, Adapter)
-CPM_REJECT_UNARY(UnimplementedAdapters, "Adapters", ListAdapters, ListAdaptersRequest,
-                 ListAdaptersResponse)
-CPM_REJECT_UNARY(UnimplementedAdapters, "Adapters", GetAdapter, GetAdapterRequest, Adapter)
-CPM_REJECT_UNARY(UnimplementedOcr, "Ocr", Recognize, RecognizeRequest, RecognizeResponse)
 #undef CPM_REJECT_UNARY
 
 grpc::ServerWriteReactor<cpm::v1::JobEvent>* UnimplementedTraining::WatchJob(
@@ -69,18 +63,6 @@ grpc::ServerReadReactor<cpm::v1::UploadDatasetRequest>* UnimplementedTraining::U
     grpc::CallbackServerContext*, cpm::v1::Dataset*) {
   return new RejectedReader<cpm::v1::UploadDatasetRequest>(
       unimplemented("Training", "UploadDataset"));
-}
-
-grpc::ServerWriteReactor<cpm::v1::ExportAdapterResponse>* UnimplementedAdapters::ExportAdapter(
-    grpc::CallbackServerContext*, const cpm::v1::ExportAdapterRequest*) {
-  return new RejectedWriter<cpm::v1::ExportAdapterResponse>(
-      unimplemented("Adapters", "ExportAdapter"));
-}
-
-grpc::ServerWriteReactor<cpm::v1::RecognizeStreamResponse>* UnimplementedOcr::RecognizeStream(
-    grpc::CallbackServerContext*, const cpm::v1::RecognizeRequest*) {
-  return new RejectedWriter<cpm::v1::RecognizeStreamResponse>(
-      unimplemented("Ocr", "RecognizeStream"));
 }
 
 }  // namespace cpm::server
