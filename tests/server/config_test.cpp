@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "test_util.h"
 
 namespace cpm::server {
@@ -20,6 +22,13 @@ TEST(Config, DefaultsAreLoopbackAndVar) {
   EXPECT_EQ(c->model, "");
   EXPECT_EQ(c->log_level, "info");
   EXPECT_EQ(c->max_message_bytes, 64 << 20);
+  EXPECT_EQ(c->device, "auto");
+  EXPECT_EQ(c->dtype, "auto");
+  EXPECT_EQ(c->max_batch_size, 8);
+  EXPECT_EQ(c->max_batch_wait_ms, 5);
+  EXPECT_EQ(c->max_queue, 256);
+  EXPECT_EQ(c->adapter_memory_budget_bytes, 0);
+  EXPECT_TRUE(c->adapter_roots.empty());
 }
 
 TEST(Config, FileOverridesDefaultsAndFlagsOverrideFile) {
@@ -101,6 +110,69 @@ TEST(Config, ValidatesLevelsAndLimits) {
   flags = {};
   flags.data_dir = "";
   EXPECT_THAT(load_config(flags).status().message(), HasSubstr("data_dir"));
+}
+
+TEST(Config, EngineKeysFromFileAndFlags) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.path() / "a");
+  std::filesystem::create_directories(dir.path() / "b");
+  ConfigOverrides flags;
+  flags.config_file = dir.write("cpmd.json", R"({"device": "cpu", "dtype": "bfloat16",
+      "max_batch_size": 16, "max_batch_wait_ms": 0, "max_queue": 4,
+      "adapter_memory_budget_bytes": 1048576, "adapter_roots": [")" + dir.file("a") + R"("]})");
+  flags.max_queue = 9;
+  auto c = load_config(flags);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->device, "cpu");
+  EXPECT_EQ(c->dtype, "bfloat16");
+  EXPECT_EQ(c->max_batch_size, 16);
+  EXPECT_EQ(c->max_batch_wait_ms, 0);
+  EXPECT_EQ(c->max_queue, 9);  // flag
+  EXPECT_EQ(c->adapter_memory_budget_bytes, 1 << 20);
+  EXPECT_EQ(c->adapter_roots, std::vector<std::string>{dir.file("a")});
+  flags.adapter_roots = {dir.file("a"), dir.file("b")};  // the flag's list replaces the file's
+  c = load_config(flags);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->adapter_roots.size(), 2u);
+}
+
+TEST(Config, ValidatesEngineKeys) {
+  testing::TempDir dir;
+  ConfigOverrides flags;
+  for (const char* device : {"auto", "cpu", "cuda", "cuda:0", "cuda:12"}) {
+    flags.device = device;
+    EXPECT_TRUE(load_config(flags).ok()) << device;
+  }
+  for (const char* device : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", ""}) {
+    flags.device = device;
+    EXPECT_THAT(load_config(flags).status().message(), HasSubstr("is not one of auto, cpu, cuda"))
+        << device;
+  }
+  flags = {};
+  flags.dtype = "float16";
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("dtype 'float16'"));
+  flags = {};
+  flags.max_batch_size = 0;
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("max_batch_size 0 is out of range"));
+  flags = {};
+  flags.max_batch_wait_ms = -1;
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("max_batch_wait_ms"));
+  flags = {};
+  flags.max_queue = 0;
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("max_queue"));
+  flags = {};
+  flags.adapter_memory_budget_bytes = -5;
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("adapter_memory_budget_bytes"));
+  flags = {};
+  flags.adapter_roots = {dir.file("missing")};
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("is not a directory"));
+  flags = {};
+  flags.config_file = dir.write("roots.json", R"({"adapter_roots": "/srv"})");
+  EXPECT_THAT(load_config(flags).status().message(),
+              HasSubstr("'adapter_roots' must be a list of strings"));
+  flags.config_file = dir.write("roots2.json", R"({"adapter_roots": ["/srv", 3]})");
+  EXPECT_THAT(load_config(flags).status().message(),
+              HasSubstr("'adapter_roots' must be a list of strings"));
 }
 
 TEST(Config, ModelMustBeACheckpointDirectory) {
