@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Starts the real cpmd on loopback for integration tests and talks to it.
 
-Environment (set by CTest): CPM_BIN_DIR (cpmd, cpmctl), CPM_PY_STUBS (generated Python stubs).
+Environment (set by CTest): CPM_BIN_DIR (cpmd, cpmctl, cpm-tool), CPM_PY_STUBS (generated Python
+stubs).
 """
 import json
 import os
@@ -77,6 +78,33 @@ class Daemon:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_for_log(self, msg, timeout=60):
+        """The first log record with this message, once it appears."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for record in self.records():
+                if record.get("msg") == msg:
+                    return record
+            time.sleep(0.05)
+        raise RuntimeError(f"no {msg!r} in the log after {timeout}s:\n{self.log()}")
+
+    def wait_serving(self, service, timeout=120):
+        """Blocks until health reports `service` SERVING (the model loads after cpmd is ready)."""
+        import grpc
+        import health_pb2
+        import health_pb2_grpc
+        with grpc.insecure_channel(self.address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            try:
+                for update in watch:
+                    if update.status == health_pb2.HealthCheckResponse.SERVING:
+                        watch.cancel()
+                        return
+            except grpc.RpcError as e:
+                raise RuntimeError(f"{service} did not become SERVING ({e.code()}):\n{self.log()}")
+        raise RuntimeError(f"health watch of {service} ended:\n{self.log()}")
+
     def scrape(self):
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -102,6 +130,14 @@ class Daemon:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def make_tiny_model(path, dtype="bf16", seed=11):
+    """A tiny random checkpoint of the real format. The defaults give the base that the committed
+    adapters in tests/data/adapters were made for (tests/core/train/peft_interop_test.cpp)."""
+    subprocess.run([binary("cpm-tool"), "mkmodel", "--out", path, "--preset", "tiny", "--dtype", dtype,
+                    "--seed", str(seed)], check=True, capture_output=True, timeout=300)
+    return path
 
 
 def cpmctl(*args, env_extra=None, timeout=60):
