@@ -134,9 +134,12 @@ class Daemon:
 
 def make_tiny_model(path, dtype="bf16", seed=11):
     """A tiny random checkpoint of the real format. The defaults give the base that the committed
-    adapters in tests/data/adapters were made for (tests/core/train/peft_interop_test.cpp)."""
+    adapters in tests/data/adapters were made for (tests/core/train/peft_interop_test.cpp).
+    CPM_QWEN_TOKENIZER names the Qwen tokenizer.json on hosts without the project's .deps."""
+    tokenizer = os.environ.get("CPM_QWEN_TOKENIZER")
     subprocess.run([binary("cpm-tool"), "mkmodel", "--out", path, "--preset", "tiny", "--dtype", dtype,
-                    "--seed", str(seed)], check=True, capture_output=True, timeout=300)
+                    "--seed", str(seed), *(["--tokenizer", tokenizer] if tokenizer else [])],
+                   check=True, capture_output=True, timeout=300)
     return path
 
 
