@@ -29,8 +29,21 @@ $(BUILD)/build.ninja: CMakeLists.txt | deps
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
+# Without --model (or --config) in RUN_ARGS, `make run` serves a tiny demo checkpoint of the real
+# format with random weights, written once under var/: every call of the API works, the answers
+# are noise. RUN_ARGS='--model /path/to/MiniCPM-o-2_6' serves the real model.
+DEMO_MODEL ?= var/demo-model
 run: build
-	$(BUILD)/bin/cpmd $(RUN_ARGS)
+	@if echo " $(RUN_ARGS) " | grep -qE ' --(model|config)[ =]'; then exec $(BUILD)/bin/cpmd $(RUN_ARGS); fi; \
+	if [ ! -f $(DEMO_MODEL)/config.json ]; then \
+	  mkdir -p $(dir $(DEMO_MODEL)) && $(BUILD)/bin/cpm-tool mkmodel --out $(DEMO_MODEL) --preset tiny || exit 1; \
+	fi; \
+	echo "make run: no --model given, so cpmd serves $(DEMO_MODEL), a tiny checkpoint with RANDOM weights"; \
+	echo "          (the API works, the answers are noise); for real answers: make run RUN_ARGS='--model DIR'"; \
+	echo "          with DIR a download of openbmb/MiniCPM-o-2_6. Then, in another shell:"; \
+	echo "            $(BUILD)/bin/cpmctl health && $(BUILD)/bin/cpmctl info"; \
+	echo "            /usr/bin/python3 tests/integration/ocr_example.py tests/data/images/formulas/0.png"; \
+	exec $(BUILD)/bin/cpmd --model $(DEMO_MODEL) $(RUN_ARGS)
 
 # The main suite runs last, so that its summary closes the output.
 test: build

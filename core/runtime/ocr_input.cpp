@@ -23,7 +23,8 @@ absl::StatusOr<OcrInput> prepare_ocr_input(const PromptContext& context, std::st
   const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(image.data()),
                                        image.size());
   auto rgb = io::decode_image(bytes, limits.image);
-  if (!rgb.ok()) return absl::InvalidArgumentError(absl::StrCat("image: ", rgb.status().message()));
+  // io's decode errors already read "image: ...".
+  if (!rgb.ok()) return absl::InvalidArgumentError(rgb.status().message());
   auto pre = io::preprocess_image(*rgb, preprocessor);
   if (!pre.ok()) return absl::InvalidArgumentError(absl::StrCat("image: ", pre.status().message()));
 
