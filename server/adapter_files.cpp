@@ -27,8 +27,8 @@ absl::StatusOr<AdapterRoots> AdapterRoots::create(const std::vector<std::string>
     const fs::path canonical = fs::canonical(root, ec);
     if (ec || !fs::is_directory(canonical, ec)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "adapter root ", root, " is not a directory", ec ? absl::StrCat(" (", ec.message(), ")") : "",
-          "; create it or fix adapter_roots"));
+          "adapter root ", root, " is not a directory",
+          ec ? absl::StrCat(" (", ec.message(), ")") : "", "; create it or fix adapter_roots"));
     }
     resolved.push_back(canonical.string());
   }
@@ -40,7 +40,8 @@ absl::StatusOr<std::string> AdapterRoots::resolve(const std::string& path) const
   fs::path requested(path);
   if (requested.is_relative()) {
     if (roots_.empty()) {
-      return absl::PermissionDeniedError("this cpmd has no adapter roots; LoadAdapter takes no path");
+      return absl::PermissionDeniedError(
+          "this cpmd has no adapter roots; LoadAdapter takes no path");
     }
     requested = fs::path(roots_.front()) / requested;
   }
@@ -69,8 +70,8 @@ absl::StatusOr<std::vector<AdapterFile>> list_adapter_files(const std::string& d
     if (!it->is_regular_file(ec) || it->is_symlink(ec)) continue;
     const auto size = it->file_size(ec);
     if (ec) break;
-    files.push_back({it->path().filename().string(), it->path().string(),
-                     static_cast<int64_t>(size)});
+    files.push_back(
+        {it->path().filename().string(), it->path().string(), static_cast<int64_t>(size)});
   }
   if (ec) {
     return absl::FailedPreconditionError(

@@ -84,9 +84,8 @@ class ExportCall final : public grpc::ServerWriteReactor<ExportAdapterResponse> 
     data->resize(take);
     in_.read(data->data(), static_cast<std::streamsize>(take));
     if (static_cast<size_t>(in_.gcount()) != take) {
-      return end(absl::DataLossError(
-          absl::StrCat(f.path, ": changed while it was exported (shorter than ", f.size_bytes,
-                       " bytes)")));
+      return end(absl::DataLossError(absl::StrCat(
+          f.path, ": changed while it was exported (shorter than ", f.size_bytes, " bytes)")));
     }
     offset_ += static_cast<int64_t>(take);
     if (offset_ == f.size_bytes) {
@@ -136,15 +135,15 @@ grpc::ServerUnaryReactor* AdaptersService::UnloadAdapter(
   return reactor;
 }
 
-grpc::ServerUnaryReactor* AdaptersService::ListAdapters(
-    grpc::CallbackServerContext* context, const cpm::v1::ListAdaptersRequest* request,
-    cpm::v1::ListAdaptersResponse* response) {
+grpc::ServerUnaryReactor* AdaptersService::ListAdapters(grpc::CallbackServerContext* context,
+                                                        const cpm::v1::ListAdaptersRequest* request,
+                                                        cpm::v1::ListAdaptersResponse* response) {
   auto engine = host_.engine();
   if (!engine.ok()) return finish(context, engine.status());
   const int requested = request->page().page_size();
   if (requested < 0) {
-    return finish(context, absl::InvalidArgumentError(absl::StrCat(
-                               "page.page_size ", requested, " is negative; 0 means 50")));
+    return finish(context, absl::InvalidArgumentError(absl::StrCat("page.page_size ", requested,
+                                                                   " is negative; 0 means 50")));
   }
   const int page_size = requested == 0 ? kDefaultPageSize : std::min(requested, kMaxPageSize);
   const std::set<int> states(request->states().begin(), request->states().end());

@@ -10,8 +10,9 @@
 
 namespace cpm::server {
 
-// The running daemon: data directory (locked, so two daemons never share one), job store, gRPC
-// server (cpm.v1 services, grpc.health.v1, reflection, request metrics) and the /metrics endpoint.
+// The running daemon: data directory (locked, so two daemons never share one), job store, the model
+// host (loads the checkpoint on a thread and owns the engine that serves it), gRPC server (cpm.v1
+// services, grpc.health.v1, reflection, request metrics) and the /metrics endpoint.
 // Owned by main(); shutdown() may be called from one thread while another waits in wait().
 class Daemon {
  public:
@@ -20,7 +21,8 @@ class Daemon {
   ~Daemon();
 
   // Marks every service NOT_SERVING, stops accepting calls, lets in-flight calls finish for up to
-  // `grace`, then cancels the rest and stops the metrics endpoint. Idempotent.
+  // `grace`, then cancels the rest, stops the engine (after a load in progress ends) and the
+  // metrics endpoint. Idempotent.
   void shutdown(std::chrono::seconds grace);
 
   int grpc_port() const;

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
              "job store, datasets, checkpoints, adapters (default " + defaults.data_dir + ")");
   add_option(app, "--model", flags.model, "MiniCPM-o-2.6 checkpoint directory (Hugging Face format)");
   add_option(app, "--device", flags.device,
-             "auto | cpu | cuda | cuda:N; auto takes the first GPU when there is one (default auto)");
+             "auto | cpu | cuda | cuda:N; auto takes the first GPU if there is one (default auto)");
   add_option(app, "--dtype", flags.dtype,
              "auto | bfloat16 | float32; auto is bfloat16 on CUDA, float32 on CPU (default auto)");
   add_option(app, "--max-batch-size", flags.max_batch_size,

@@ -59,9 +59,11 @@ absl::StatusOr<std::unique_ptr<ModelHost>> ModelHost::create(
     }
     placement->device = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
   }
-  const bool bf16 = config.dtype == "bfloat16" || (config.dtype == "auto" && placement->device.is_cuda());
+  const bool bf16 =
+      config.dtype == "bfloat16" || (config.dtype == "auto" && placement->device.is_cuda());
   placement->dtype = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
-  return std::unique_ptr<ModelHost>(new ModelHost(config, std::move(observer), std::move(placement)));
+  return std::unique_ptr<ModelHost>(
+      new ModelHost(config, std::move(observer), std::move(placement)));
 }
 
 ModelHost::ModelHost(const DaemonConfig& config,
@@ -83,9 +85,8 @@ void ModelHost::start_loading(std::function<void(const ModelStatus&)> on_done) {
 void ModelHost::load(const std::function<void(const ModelStatus&)>& on_done) {
   const auto start = std::chrono::steady_clock::now();
   const ModelStatus before = status();
-  core::log_info("model loading", {{"model", config_.model},
-                                   {"device", before.device},
-                                   {"dtype", before.dtype}});
+  core::log_info("model loading",
+                 {{"model", config_.model}, {"device", before.device}, {"dtype", before.dtype}});
   core::model::LoadOptions options;
   options.device = placement_->device;
   options.dtype = placement_->dtype;
@@ -136,9 +137,9 @@ absl::StatusOr<Engine*> ModelHost::engine() const {
     case ModelState::kNone:
       return absl::FailedPreconditionError("no model loaded; start cpmd with --model DIR");
     case ModelState::kLoading:
-      return absl::UnavailableError(absl::StrCat(
-          "the model is still loading from ", config_.model,
-          "; retry when health reports this service SERVING"));
+      return absl::UnavailableError(
+          absl::StrCat("the model is still loading from ", config_.model,
+                       "; retry when health reports this service SERVING"));
     case ModelState::kFailed:
       return absl::FailedPreconditionError(
           absl::StrCat("the model failed to load: ", status_.error));

@@ -22,9 +22,9 @@ absl::StatusOr<runtime::DecodingStrategy> to_strategy(cpm::v1::DecodingStrategy 
     case cpm::v1::DECODING_STRATEGY_BEAM:
       return runtime::DecodingStrategy::kBeam;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("decoding.strategy ", static_cast<int>(strategy),
-                       " is not one of GREEDY, SAMPLING, BEAM"));
+      return absl::InvalidArgumentError(absl::StrCat("decoding.strategy ",
+                                                     static_cast<int>(strategy),
+                                                     " is not one of GREEDY, SAMPLING, BEAM"));
   }
 }
 
@@ -42,9 +42,9 @@ void set_duration(std::chrono::nanoseconds d, google::protobuf::Duration* out) {
 absl::StatusOr<runtime::OcrRequest> to_ocr_request(const cpm::v1::RecognizeRequest& request) {
   const cpm::v1::DecodingOptions& d = request.decoding();
   if (d.has_min_new_tokens() && d.min_new_tokens() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decoding.min_new_tokens ", d.min_new_tokens(),
-        " is not supported: cpmd stops at the first end token; leave it unset or 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decoding.min_new_tokens ", d.min_new_tokens(),
+                     " is not supported: cpmd stops at the first end token; leave it unset or 0"));
   }
   auto strategy = to_strategy(d.strategy());
   if (!strategy.ok()) return strategy.status();

@@ -90,21 +90,22 @@ class Observer final : public core::runtime::EngineObserver {
 }  // namespace
 
 std::vector<double> vllm_request_time_buckets() {
-  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+  return {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
           30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 }
 
 std::vector<double> vllm_time_to_first_token_buckets() {
-  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
           1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
 }
 
 std::vector<double> vllm_time_per_output_token_buckets() {
-  return {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+  return {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
           0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
 }
 
-ServingMetrics::ServingMetrics(Registry& r) : registry_(r), families_(std::make_unique<Families>()) {
+ServingMetrics::ServingMetrics(Registry& r)
+    : registry_(r), families_(std::make_unique<Families>()) {
   Families& f = *families_;
   const std::vector<std::string> adapter = {"adapter"};
   f.requests = &r.counter("cpm_ocr_requests_total",
@@ -128,10 +129,10 @@ ServingMetrics::ServingMetrics(Registry& r) : registry_(r), families_(std::make_
       "cpm_ocr_time_to_first_token_seconds",
       "Arrival to the first token handed to the client, of successful OCR requests, in seconds.",
       adapter, vllm_time_to_first_token_buckets());
-  f.per_output_token = &r.histogram(
-      "cpm_ocr_time_per_output_token_seconds",
-      "Decode time per generated token of successful OCR requests, in seconds.", adapter,
-      vllm_time_per_output_token_buckets());
+  f.per_output_token =
+      &r.histogram("cpm_ocr_time_per_output_token_seconds",
+                   "Decode time per generated token of successful OCR requests, in seconds.",
+                   adapter, vllm_time_per_output_token_buckets());
   f.prompt_tokens = &r.counter("cpm_ocr_prompt_tokens_total",
                                "Prompt tokens (image placeholders included) of successful OCR "
                                "requests.",
@@ -144,27 +145,27 @@ ServingMetrics::ServingMetrics(Registry& r) : registry_(r), families_(std::make_
   f.queue_depth = &r.gauge("cpm_ocr_queue_depth",
                            "OCR requests admitted and waiting: being prepared or queued.");
   f.running = &r.gauge("cpm_ocr_requests_running", "OCR requests in the batch on the device now.");
-  f.adapter_loads = &r.counter("cpm_adapter_loads_total",
-                               "Adapter loads finished, by adapter and status code.",
-                               {"adapter", "code"});
+  f.adapter_loads =
+      &r.counter("cpm_adapter_loads_total", "Adapter loads finished, by adapter and status code.",
+                 {"adapter", "code"});
   f.adapter_load_seconds = &r.histogram(
       "cpm_adapter_load_seconds",
       "Successful adapter loads: reading the PEFT files and putting them on the device, in "
       "seconds.",
       adapter, {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250});
-  f.adapter_evictions = &r.counter("cpm_adapter_evictions_total",
-                                   "Adapters evicted from the device to make room for another.",
-                                   adapter);
+  f.adapter_evictions =
+      &r.counter("cpm_adapter_evictions_total",
+                 "Adapters evicted from the device to make room for another.", adapter);
   f.adapter_unloads = &r.counter("cpm_adapter_unloads_total",
                                  "Adapters unloaded from the device on request.", adapter);
   f.adapters_loaded = &r.gauge("cpm_adapters_loaded", "Adapters on the device.");
-  f.adapter_device_bytes = &r.gauge("cpm_adapter_device_bytes",
-                                    "Device bytes held by loaded adapters' own tensors.");
+  f.adapter_device_bytes =
+      &r.gauge("cpm_adapter_device_bytes", "Device bytes held by loaded adapters' own tensors.");
   f.adapter_budget_bytes = &r.gauge("cpm_adapter_device_budget_bytes",
                                     "Device bytes loaded adapters may hold together; 0: no limit.");
-  f.gpu_allocated = &r.gauge("cpm_gpu_memory_allocated_bytes",
-                             "CUDA memory held by the model's tensors (caching allocator).",
-                             {"device"});
+  f.gpu_allocated =
+      &r.gauge("cpm_gpu_memory_allocated_bytes",
+               "CUDA memory held by the model's tensors (caching allocator).", {"device"});
   f.gpu_reserved = &r.gauge("cpm_gpu_memory_reserved_bytes",
                             "CUDA memory reserved by the caching allocator.", {"device"});
   observer_ = std::make_shared<Observer>(*families_);

@@ -21,7 +21,8 @@ class AdapterRootsTest : public ::testing::Test {
       fs::create_directories(tmp_.path() / d);
     }
     tmp_.write("roots/a/file.txt", "x");
-    fs::create_directory_symlink(tmp_.path() / "outside" / "secret", tmp_.path() / "roots/a/escape");
+    fs::create_directory_symlink(tmp_.path() / "outside" / "secret",
+                                 tmp_.path() / "roots/a/escape");
     fs::create_directory_symlink(tmp_.path() / "roots/b/other", tmp_.path() / "roots/a/sideways");
     auto roots = AdapterRoots::create({tmp_.file("roots/a"), tmp_.file("roots/b")});
     ASSERT_TRUE(roots.ok()) << roots.status();

@@ -51,7 +51,8 @@ TEST(ServingMetrics, EngineEventsBecomeVllmStyleSeries) {
   runtime::AdapterEvent loaded = adapter_event(runtime::AdapterEvent::Kind::kLoaded, "ocr-v2");
   loaded.load_duration = 1500ms;
   observer->on_adapter(loaded);
-  runtime::AdapterEvent failed_load = adapter_event(runtime::AdapterEvent::Kind::kLoadFailed, "bad");
+  runtime::AdapterEvent failed_load =
+      adapter_event(runtime::AdapterEvent::Kind::kLoadFailed, "bad");
   failed_load.code = absl::StatusCode::kInvalidArgument;
   observer->on_adapter(failed_load);
   observer->on_adapter(adapter_event(runtime::AdapterEvent::Kind::kEvicted, "old"));
@@ -62,7 +63,8 @@ TEST(ServingMetrics, EngineEventsBecomeVllmStyleSeries) {
   const std::string text = registry.render();
   for (const char* line : {
            "cpm_ocr_requests_total{method=\"Recognize\",adapter=\"ocr-v2\",code=\"OK\"} 1\n",
-           "cpm_ocr_requests_total{method=\"RecognizeStream\",adapter=\"\",code=\"INVALID_ARGUMENT\"} 1\n",
+           "cpm_ocr_requests_total{method=\"RecognizeStream\",adapter=\"\",code=\"INVALID_"
+           "ARGUMENT\"} 1\n",
            "cpm_ocr_e2e_request_latency_seconds_bucket{adapter=\"ocr-v2\",le=\"0.3\"} 0\n",
            "cpm_ocr_e2e_request_latency_seconds_bucket{adapter=\"ocr-v2\",le=\"0.5\"} 1\n",
            "cpm_ocr_e2e_request_latency_seconds_bucket{adapter=\"ocr-v2\",le=\"7680\"} 1\n",
