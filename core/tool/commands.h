@@ -36,6 +36,9 @@ void add_metrics_command(CLI::App& app, int& exit_code);
 // mkmodel: a checkpoint directory of the real format with random weights (tiny or full).
 void add_mkmodel_command(CLI::App& app, int& exit_code);
 
+// train: LoRA fine-tuning of a recipe dataset into a PEFT adapter directory (resumable).
+void add_train_command(CLI::App& app, int& exit_code);
+
 // prompt: input ids and image bounds of the chat-formatted prompt for one image and a question.
 void add_prompt_command(CLI::App& app, int& exit_code);
 

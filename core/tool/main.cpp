@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   cpm::tool::add_forward_command(app, exit_code);
   cpm::tool::add_generate_command(app, exit_code);
   cpm::tool::add_metrics_command(app, exit_code);
+  cpm::tool::add_train_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -196,6 +196,49 @@ class ModelCommandsTest(unittest.TestCase):
         r = tool("generate", "--model", os.path.join(self.tmp.name, "nope"), "--image", self.image)
         self.assertEqual(r.returncode, 1)
 
+    def test_train_writes_a_resumable_run_and_an_adapter(self):
+        # Three steps on four real formulas: progress lines, checkpoints, the PEFT adapter, which
+        # generate then runs; the same command again resumes from the last checkpoint.
+        data = os.path.join(self.tmp.name, "data")
+        os.makedirs(os.path.join(data, "images"))
+        src = os.path.join(ROOT, "tests", "data", "train", "fit32")
+        with open(os.path.join(src, "labels.csv")) as f:
+            lines = f.read().splitlines()
+        with open(os.path.join(data, "labels.csv"), "w") as f:
+            f.write("\n".join(lines[:5]) + "\n")
+        for line in lines[1:5]:
+            name = line.split(",")[0]
+            shutil.copy(os.path.join(src, name), os.path.join(data, name))
+        out = os.path.join(self.tmp.name, "run")
+        args = ["train", "--model", self.model, "--data", os.path.join(data, "labels.csv"), "--out", out,
+                "--max-steps", "3", "--lr", "1e-3", "--lora-r", "4", "--save-steps", "2", "--no-eval",
+                "--logging-steps", "1"]
+        r = tool(*args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("4 train / 0 eval examples, 3 steps", r.stderr)
+        for step in (1, 2, 3):
+            self.assertRegex(r.stderr, rf"step {step}/3  loss [0-9.]+  lr [0-9.e+-]+  grad norm [0-9.]+  [0-9]+ tok/s"
+                                       r"  elapsed [0-9:]+  ETA [0-9:]+")
+        self.assertEqual(r.stdout.strip(), os.path.join(out, "adapter"))
+        self.assertEqual(sorted(os.listdir(out)), ["adapter", "checkpoint-2", "checkpoint-3"])
+        with open(os.path.join(out, "adapter", "adapter_config.json")) as f:
+            config = json.load(f)
+        self.assertEqual((config["peft_type"], config["r"]), ("LORA", 4))
+        self.assertIn("vpm", config["modules_to_save"])
+        g = tool("generate", "--model", self.model, "--image", self.image, "--max-new-tokens", "4",
+                 "--adapter", os.path.join(out, "adapter"))
+        self.assertEqual(g.returncode, 0, g.stderr)
+        r = tool(*args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("resuming after step 3", r.stderr)
+        # A bad record is reported with its line and the run does not start.
+        with open(os.path.join(data, "labels.csv"), "a") as f:
+            f.write("images/missing.png,x\n")
+        r = tool("train", "--model", self.model, "--data", os.path.join(data, "labels.csv"), "--out",
+                 os.path.join(self.tmp.name, "bad"), "--no-eval")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("line 6", r.stderr)
+
     def test_adapter_unmerged_and_merged(self):
         # An adapter PEFT saved for the tiny shapes (tests/core/train/make_peft_goldens.py; its outputs
         # are checked against PEFT's in tests/core/train/peft_interop_test.cpp).
