@@ -17,7 +17,7 @@ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 start=$SECONDS
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCPM_WITH_OPENCV=OFF -DCPM_WERROR=ON \
   -DCPM_GRPC_PROTO_DIR=/opt/cpm-deps/usr/share/grpc-proto >/dev/null 2>&1 || exit 1
-cmake --build build-gpu -j 16 --target core_gpu_test core_runtime_gpu_test core_model_test cpm-tool cpmd \
+cmake --build build-gpu -j 16 --target core_gpu_test core_runtime_gpu_test core_model_test cpm-tool \
   > "$out/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$out/build.log" | head -40; exit 1; }
 echo "build: $((SECONDS - start)) s"
 ctest --test-dir build-gpu -L gpu --output-on-failure 2>&1 | tail -15
