@@ -254,6 +254,10 @@ class LifecycleTest(unittest.TestCase):
             (["--listen", "nowhere"], "is not HOST:PORT"),
             (["--log-level", "loud"], "log_level 'loud'"),
             (["--model", "/nonexistent/model"], "is not a directory"),
+            (["--device", "gpu"], "device 'gpu' is not one of"),
+            (["--dtype", "int8"], "dtype 'int8' is not one of"),
+            (["--max-batch-size", "0"], "max_batch_size 0 is out of range"),
+            (["--adapter-roots", "/nonexistent/adapters"], "adapter root '/nonexistent/adapters' is not a directory"),
             (["--config", "/nonexistent/cpmd.json"], "cannot be opened"),
             (["--bogus-flag"], "bogus-flag"),
         ]
@@ -268,6 +272,14 @@ class LifecycleTest(unittest.TestCase):
             r = subprocess.run([binary("cpmd"), "--config", cfg], capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2)
             self.assertIn("unknown key 'colour'", r.stderr)
+
+    def test_a_device_that_is_not_there_stops_the_daemon(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([binary("cpmd"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                                "--data-dir", tmp, "--device", "cuda:99"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("device cuda:99: ", r.stderr)
+            self.assertIn("pass --device cpu", r.stderr)
 
     def test_second_daemon_on_the_same_data_dir_is_refused(self):
         with Daemon() as first:
