@@ -38,7 +38,8 @@ constexpr int kMaxPageSize = 1000;
 
 // ExportAdapter: for each file a FileInfo, then its bytes in chunks, one write at a time. All of
 // it runs in the call's reactions (one after another), so it needs no lock. The checksum is taken
-// when a file is announced; a file that changes size meanwhile ends the call with DATA_LOSS.
+// when a file is announced; a file that vanishes or shrinks meanwhile ends the call with DATA_LOSS,
+// and the client's checksum catches any other change.
 class ExportCall final : public grpc::ServerWriteReactor<ExportAdapterResponse> {
  public:
   // With an error instead of files, the call ends with it at once.
@@ -65,7 +66,7 @@ class ExportCall final : public grpc::ServerWriteReactor<ExportAdapterResponse> 
     message_.Clear();
     if (!in_.is_open()) {
       auto sha = sha256_file(f.path);
-      if (!sha.ok()) return end(sha.status());
+      if (!sha.ok()) return end(absl::DataLossError(sha.status().message()));
       in_.open(f.path, std::ios::binary);
       if (!in_) return end(absl::DataLossError(absl::StrCat(f.path, ": cannot be opened")));
       offset_ = 0;
