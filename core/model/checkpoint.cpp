@@ -82,8 +82,11 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
 }  // namespace
 
 at::Tensor checkpointed(const Fn& fn, const at::Tensor& x, const std::vector<at::Tensor>& params) {
-  variable_list inputs{x};
-  inputs.insert(inputs.end(), params.begin(), params.end());
+  // Built with push_back: GCC 13 -O3 reports a false array-bounds error for insert() here.
+  variable_list inputs;
+  inputs.reserve(1 + params.size());
+  inputs.push_back(x);
+  for (const at::Tensor& p : params) inputs.push_back(p);
   return Checkpoint::apply(fn, at::TensorList(inputs))[0];
 }
 
