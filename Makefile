@@ -49,6 +49,7 @@ run: build
 test: build
 	$(MAKE) --no-print-directory test-no-opencv
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory check-deploy
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 # The image decoders are the only code that differs without OpenCV: build the core and its unit
@@ -75,6 +76,13 @@ fuzz: deps
 	    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $$log; \
 	  else tail -n 60 $$log; exit 1; fi; \
 	done
+
+# The deployment artifacts (docker/, deploy/, see deploy/README.md): manifests, the Dockerfile
+# against the project's own scripts, promtool, and the dashboard and alert rules against a real
+# cpmd scraped by a real Prometheus.
+.PHONY: check-deploy
+check-deploy: build
+	/usr/bin/python3 tests/deploy/check_deploy.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_NO_OPENCV) $(BUILD_FUZZ)
