@@ -57,7 +57,7 @@ declare -A paths=()
 missing=()
 for elf in "${elves[@]}"; do
   needed=$(readelf -d "$elf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
-  resolved=$(LD_LIBRARY_PATH="$stage/opt/cpmd/lib${torch_lib:+:$torch_lib}" ldd "$elf" 2>/dev/null || true)
+  resolved=$(LD_LIBRARY_PATH="$stage/opt/cpmd/lib${torch_lib:+:$torch_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$elf" 2>/dev/null || true)
   for soname in $needed; do
     line=$(grep -F "$soname =>" <<<"$resolved" | head -n1 || true)
     case $line in

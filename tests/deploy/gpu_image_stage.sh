@@ -40,8 +40,8 @@ tail -n 25 "$out/stage-build.log"
 if [ $rc -ne 0 ]; then
   # Expected on this host alone: the unpacked Debian packages under /opt/cpm-deps belong to no
   # installed package. Anything else is a real failure.
-  if grep -q '^stage-runtime: unresolved' "$out/stage-build.log" \
-     && ! grep -E '^  ' "$out/stage-build.log" | grep -v '/opt/cpm-deps/' | grep -q .; then
+  unresolved=$(awk '/^stage-runtime: unresolved/ {on=1; next} on && /^  / {print}' "$out/stage-build.log")
+  if [ -n "$unresolved" ] && ! grep -v '/opt/cpm-deps/' <<<"$unresolved" | grep -q .; then
     echo "stage-runtime: only /opt/cpm-deps libraries unresolved (expected here, no package list written)"
     [ -x /stage/opt/cpmd/bin/cpmd ] || { echo "FAILED: nothing staged"; exit 1; }
   else
