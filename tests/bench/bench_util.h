@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <memory>
 #include <vector>
+
+#include "model/load.h"
 
 namespace cpm::bench {
 
@@ -21,6 +24,11 @@ inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
 }
+
+// The checkpoint in bf16 on `device` ("cuda:0"), or float32 for "cpu" (a smoke test on the tiny
+// model); the load time in `seconds`. Prints the error and returns null on failure.
+std::unique_ptr<core::model::LoadedModel> load_model(const std::string& dir, const std::string& device,
+                                                     double& seconds);
 
 // Total duration of the CUDA kernels (and memcpy/memset) `work` launches, in seconds, from the
 // Kineto profiler; negative when this build cannot profile.

@@ -75,17 +75,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   at::NoGradGuard no_grad;
 
-  core::model::LoadOptions load;
-  load.dtype = device == "cpu" ? at::kFloat : at::kBFloat16;  // cpu: a smoke test on the tiny model
-  load.device = c10::Device(device);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto loaded = core::model::load_model(model_dir, load);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
-    return 1;
-  }
-  const double load_s = bench::seconds_since(t0);
-  const core::model::LoadedModel& m = **loaded;
+  double load_s = 0;
+  const std::unique_ptr<core::model::LoadedModel> loaded = bench::load_model(model_dir, device, load_s);
+  if (!loaded) return 1;
+  const core::model::LoadedModel& m = *loaded;
   std::printf("%s\n", json({{"load_s", load_s}, {"parameters", m.report.num_parameters},
                             {"allocated_gib", core::cuda_memory(0).allocated_bytes / double(1 << 30)}})
                           .dump()
@@ -105,8 +98,8 @@ int main(int argc, char** argv) {
   if (!adapted.ok()) return 1;
   const core::model::MiniCPMO with_lora(*adapted, m.configs.model, core::model::run_options(lora, false));
 
-  const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(load.device, load.dtype);
-  const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(load.device);
+  const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(m.params.get("llm.model.norm.weight").device(), m.params.get("llm.model.norm.weight").scalar_type());
+  const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(m.params.get("llm.model.norm.weight").device());
   std::vector<int32_t> base_tokens;
   for (const std::string variant : {"base", "lora_unmerged", "base_cuda_graph", "lora_unmerged_cuda_graph"}) {
     const core::model::MiniCPMO& model = variant.rfind("base", 0) == 0 ? *m.model : with_lora;

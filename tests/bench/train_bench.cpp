@@ -65,17 +65,11 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   CLI11_PARSE(app, argc, argv);
 
-  core::model::LoadOptions load;
-  load.dtype = device == "cpu" ? at::kFloat : at::kBFloat16;  // cpu: a smoke test on the tiny model
-  load.device = c10::Device(device);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto loaded = core::model::load_model(model_dir, load);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
-    return 1;
-  }
-  const core::model::LoadedModel& m = **loaded;
-  std::fprintf(stderr, "loaded %.2f B parameters in %.1f s\n", m.report.num_parameters / 1e9, bench::seconds_since(t0));
+  double load_s = 0;
+  const std::unique_ptr<core::model::LoadedModel> loaded = bench::load_model(model_dir, device, load_s);
+  if (!loaded) return 1;
+  const core::model::LoadedModel& m = *loaded;
+  std::fprintf(stderr, "loaded %.2f B parameters in %.1f s\n", m.report.num_parameters / 1e9, load_s);
   auto builder = core::train::ExampleBuilder::create(*m.tokenizer, m.chat_template, m.configs.preprocessor, {});
   if (!builder.ok()) return 1;
 

@@ -7,6 +7,21 @@
 
 namespace cpm::bench {
 
+std::unique_ptr<core::model::LoadedModel> load_model(const std::string& dir, const std::string& device,
+                                                     double& seconds) {
+  core::model::LoadOptions load;
+  load.dtype = device == "cpu" ? at::kFloat : at::kBFloat16;
+  load.device = c10::Device(device);
+  const auto start = std::chrono::steady_clock::now();
+  auto loaded = core::model::load_model(dir, load);
+  seconds = seconds_since(start);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+    return nullptr;
+  }
+  return *std::move(loaded);
+}
+
 double gpu_kernel_seconds(const std::function<void()>& work) {
 #ifdef CPM_BENCH_KINETO
   namespace prof = torch::autograd::profiler;
