@@ -7,9 +7,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include "adapters_command.h"
 #include "connection.h"
 #include "cpm/v1/admin.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "ocr_command.h"
 #include "output.h"
 
 namespace cpmctl {
@@ -68,6 +70,10 @@ int main(int argc, char** argv) {
   health->footer("Example: cpmctl --server 127.0.0.1:50051 health");
   CLI::App* info = app.add_subcommand("info", "Build, model, devices and status of cpmd");
   info->footer("Example: cpmctl info --json");
+  cpmctl::OcrOptions ocr_options;
+  CLI::App* ocr = cpmctl::add_ocr_command(app, ocr_options);
+  cpmctl::AdapterOptions adapter_options;
+  const cpmctl::AdapterCommands adapters = cpmctl::add_adapter_commands(app, adapter_options);
 
   try {
     app.parse(argc, argv);
@@ -77,5 +83,6 @@ int main(int argc, char** argv) {
   }
   if (health->parsed()) return cpmctl::run_health(options, service);
   if (info->parsed()) return cpmctl::run_info(options);
-  return cpmctl::kExitUsage;
+  if (ocr->parsed()) return cpmctl::run_ocr(options, ocr_options);
+  return cpmctl::run_adapter_command(options, adapters, adapter_options);
 }
