@@ -223,6 +223,12 @@ std::string json_line(const std::string& file, const cpm::v1::RecognizeResponse&
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// The plain output is one line per image: newlines in the answer become spaces.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
 bool unreachable(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAVAILABLE;
 }
@@ -237,7 +243,7 @@ int run_stream(const GlobalOptions& global, const OcrOptions& options, const Inp
   bool printed = false;
   while (reader->Read(&part)) {
     if (part.has_delta() && !global.json) {
-      std::fputs(part.delta().text().c_str(), stdout);
+      std::fputs(one_line(part.delta().text()).c_str(), stdout);
       std::fflush(stdout);
       printed = true;
     } else if (part.has_done()) {
@@ -364,9 +370,9 @@ int run_ocr(const GlobalOptions& global, const OcrOptions& options) {
     } else if (global.json) {
       std::printf("%s\n", json_line(inputs[i].name, result.response).c_str());
     } else if (prefix) {
-      std::printf("%s\t%s\n", inputs[i].name.c_str(), result.response.text().c_str());
+      std::printf("%s\t%s\n", inputs[i].name.c_str(), one_line(result.response.text()).c_str());
     } else {
-      std::printf("%s\n", result.response.text().c_str());
+      std::printf("%s\n", one_line(result.response.text()).c_str());
     }
     std::fflush(stdout);
   }
