@@ -14,7 +14,7 @@
 
 #include "cpm/v1/adapters.grpc.pb.h"
 #include "output.h"
-#include "sha256.h"
+#include "common/sha256.h"
 
 namespace cpmctl {
 namespace {
@@ -177,7 +177,7 @@ int run_export(const GlobalOptions& global, const AdapterOptions& options) {
   struct Pending {
     cpm::v1::FileInfo info;
     std::unique_ptr<std::ofstream> out;
-    std::unique_ptr<cpm::server::Sha256> hash;
+    std::unique_ptr<cpm::core::Sha256> hash;
     int64_t written = 0;
   };
   std::optional<Pending> current;
@@ -216,7 +216,7 @@ int run_export(const GlobalOptions& global, const AdapterOptions& options) {
       current.emplace();
       current->info = part.file();
       current->out = std::make_unique<std::ofstream>(target, std::ios::binary | std::ios::trunc);
-      current->hash = std::make_unique<cpm::server::Sha256>();
+      current->hash = std::make_unique<cpm::core::Sha256>();
       if (!*current->out) error = "cannot create " + target.string();
     } else if (part.has_chunk()) {
       const auto& chunk = part.chunk();

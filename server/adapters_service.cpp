@@ -9,7 +9,7 @@
 #include "adapter_conversion.h"
 #include "model_host.h"
 #include "runtime/engine.h"
-#include "sha256.h"
+#include "common/sha256.h"
 #include "status_conversion.h"
 
 namespace cpm::server {
@@ -65,7 +65,7 @@ class ExportCall final : public grpc::ServerWriteReactor<ExportAdapterResponse> 
     const AdapterFile& f = files_[file_];
     message_.Clear();
     if (!in_.is_open()) {
-      auto sha = sha256_file(f.path);
+      auto sha = core::sha256_file(f.path);
       if (!sha.ok()) return end(absl::DataLossError(sha.status().message()));
       in_.open(f.path, std::ios::binary);
       if (!in_) return end(absl::DataLossError(absl::StrCat(f.path, ": cannot be opened")));

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "sha256.h"
+#include "common/sha256.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "test_util.h"
 
-namespace cpm::server {
+namespace cpm::core {
 namespace {
 
 std::string hex(std::string_view data) {
@@ -50,4 +50,4 @@ TEST(Sha256, FileDigestAndMissingFile) {
 }
 
 }  // namespace
-}  // namespace cpm::server
+}  // namespace cpm::core

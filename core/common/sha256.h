@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace cpm::server {
+namespace cpm::core {
 
 // Incremental hashing: update() any number of times, then hex_digest() once. Not thread-safe.
 class Sha256 {
@@ -33,4 +33,4 @@ class Sha256 {
 // The hex digest of a whole file, read in chunks. NOT_FOUND / INTERNAL naming the file.
 absl::StatusOr<std::string> sha256_file(const std::string& path);
 
-}  // namespace cpm::server
+}  // namespace cpm::core

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "sha256.h"
+#include "common/sha256.h"
 
 #include <cerrno>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace cpm::server {
+namespace cpm::core {
 namespace {
 
 constexpr std::array<uint32_t, 64> kRound = {
@@ -114,4 +114,4 @@ absl::StatusOr<std::string> sha256_file(const std::string& path) {
   return hash.hex_digest();
 }
 
-}  // namespace cpm::server
+}  // namespace cpm::core
