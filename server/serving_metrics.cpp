@@ -32,6 +32,7 @@ struct ServingMetrics::Families {
   Family<Gauge>* adapter_budget_bytes;
   Family<Gauge>* gpu_allocated;
   Family<Gauge>* gpu_reserved;
+  Family<Gauge>* gpu_total;
 };
 
 namespace {
@@ -168,6 +169,7 @@ ServingMetrics::ServingMetrics(Registry& r)
                "CUDA memory held by the model's tensors (caching allocator).", {"device"});
   f.gpu_reserved = &r.gauge("cpm_gpu_memory_reserved_bytes",
                             "CUDA memory reserved by the caching allocator.", {"device"});
+  f.gpu_total = &r.gauge("cpm_gpu_memory_total_bytes", "The CUDA device's memory capacity.", {"device"});
   observer_ = std::make_shared<Observer>(*families_);
 }
 
@@ -192,6 +194,7 @@ void ServingMetrics::watch(const ModelHost& host) {
       const core::CudaMemory memory = core::cuda_memory(std::stoi(device.substr(5)));
       f.gpu_allocated->with({device}).set(static_cast<double>(memory.allocated_bytes));
       f.gpu_reserved->with({device}).set(static_cast<double>(memory.reserved_bytes));
+      f.gpu_total->with({device}).set(static_cast<double>(memory.total_bytes));
     }
   });
 }

@@ -106,6 +106,8 @@ bool cuda_available() {
 CudaMemory cuda_memory([[maybe_unused]] int index) {
   CudaMemory m;
 #ifdef CPM_WITH_CUDA
+  if (index < 0 || index >= static_cast<int>(c10::cuda::device_count())) return m;
+  m.total_bytes = static_cast<int64_t>(at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index))->totalGlobalMem);
   try {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
     m.allocated_bytes = stats.allocated_bytes[0].current;

@@ -30,6 +30,7 @@ bool cuda_available();
 // The caching allocator's counters for CUDA device `index` (all zero without CUDA or before the
 // first CUDA tensor). Peaks count from process start or the last reset_cuda_peak_memory().
 struct CudaMemory {
+  int64_t total_bytes = 0;  // the card's capacity
   int64_t allocated_bytes = 0, reserved_bytes = 0;
   int64_t peak_allocated_bytes = 0, peak_reserved_bytes = 0;
 };

@@ -45,11 +45,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # Metrics whose family cpmd declares but fills only on a CUDA device (the CPU scrape here has the
 # `# TYPE` line and no samples). Checked with samples on a GPU host by tests/deploy/gpu_image_stage.sh.
-CUDA_ONLY = {"cpm_gpu_memory_allocated_bytes", "cpm_gpu_memory_reserved_bytes"}
+CUDA_ONLY = {"cpm_gpu_memory_allocated_bytes", "cpm_gpu_memory_reserved_bytes", "cpm_gpu_memory_total_bytes"}
 # Metrics an alert rule uses that cpmd does not export yet: the rule stays silent until it does.
 # deploy/README.md must list each; once the daemon exports one, this check fails until it is
 # removed here. The dashboard may not use any of them.
-WAITING = {"cpm_gpu_memory_total_bytes": "CpmdGpuMemoryNearFull"}
+WAITING = {}
 # Series Prometheus makes for every target itself; fine in alert rules.
 SYNTHETIC = {"up"}
 # Files of deploy/kubernetes deliberately kept out of the kustomization (its header says why).

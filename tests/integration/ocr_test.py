@@ -388,12 +388,14 @@ class OcrDaemonTest(unittest.TestCase):
             r'cpm_adapter_device_budget_bytes 0',
             r'# TYPE cpm_gpu_memory_allocated_bytes gauge',
             r'# TYPE cpm_gpu_memory_reserved_bytes gauge',
+            r'# TYPE cpm_gpu_memory_total_bytes gauge',
             r'grpc_server_handled_total\{grpc_type="server_stream",grpc_service="cpm.v1.Ocr",'
             r'grpc_method="RecognizeStream",grpc_code="OK"\} [1-9]',
         ]
         if self.model.device.startswith("cuda"):
             expected += [r'cpm_gpu_memory_allocated_bytes\{device="cuda:0"\} [1-9]',
-                         r'cpm_gpu_memory_reserved_bytes\{device="cuda:0"\} [1-9]']
+                         r'cpm_gpu_memory_reserved_bytes\{device="cuda:0"\} [1-9]',
+                         r'cpm_gpu_memory_total_bytes\{device="cuda:0"\} [1-9]']
         else:  # the families are declared without series
             self.assertNotIn("\ncpm_gpu_memory_allocated_bytes{", text)
         for pattern in expected:

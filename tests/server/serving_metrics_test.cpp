@@ -88,6 +88,7 @@ TEST(ServingMetrics, EngineEventsBecomeVllmStyleSeries) {
            "cpm_adapter_unloads_total{adapter=\"ocr-v2\"} 1\n",
            "# TYPE cpm_gpu_memory_allocated_bytes gauge\n",
            "# TYPE cpm_gpu_memory_reserved_bytes gauge\n",
+           "# TYPE cpm_gpu_memory_total_bytes gauge\n",
        }) {
     EXPECT_THAT(text, HasSubstr(line));
   }
