@@ -22,6 +22,7 @@ struct ServingMetrics::Families {
   Family<Counter>* generation_tokens;
   Family<Histogram>* batch_size;
   Family<Gauge>* queue_depth;
+  Family<Gauge>* queue_capacity;
   Family<Gauge>* running;
   Family<Counter>* adapter_loads;
   Family<Histogram>* adapter_load_seconds;
@@ -145,6 +146,8 @@ ServingMetrics::ServingMetrics(Registry& r)
                               {}, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
   f.queue_depth = &r.gauge("cpm_ocr_queue_depth",
                            "OCR requests admitted and waiting: being prepared or queued.");
+  f.queue_capacity = &r.gauge("cpm_ocr_queue_capacity",
+                              "max_queue: admitted OCR requests beyond which new ones are refused.");
   f.running = &r.gauge("cpm_ocr_requests_running", "OCR requests in the batch on the device now.");
   f.adapter_loads =
       &r.counter("cpm_adapter_loads_total", "Adapter loads finished, by adapter and status code.",
@@ -185,6 +188,7 @@ void ServingMetrics::watch(const ModelHost& host) {
     const std::optional<core::runtime::EngineStats> stats = host.stats();
     if (!stats) return;  // no engine yet: the gauges have no series
     f.queue_depth->with({}).set(static_cast<double>(stats->preparing + stats->queued));
+    f.queue_capacity->with({}).set(static_cast<double>(stats->max_queue));
     f.running->with({}).set(static_cast<double>(stats->running));
     f.adapters_loaded->with({}).set(static_cast<double>(stats->adapters_loaded));
     f.adapter_device_bytes->with({}).set(static_cast<double>(stats->adapter_device_bytes));

@@ -898,6 +898,7 @@ EngineStats Engine::stats() const {
   s.preparing = preparing_;
   s.queued = static_cast<int64_t>(queue_.size());
   s.running = running_;
+  s.max_queue = options_.max_queue;
   s.background_task = background_ != nullptr;
   for (const AdapterInfo& info : registry_.list())
     s.adapters_loaded += info.device_bytes > 0 ? 1 : 0;

@@ -70,6 +70,7 @@ struct EngineStats {
   int64_t preparing = 0;         // admitted, being decoded / tokenized off the engine thread
   int64_t queued = 0;            // prepared, waiting for a batch (or for their adapter to load)
   int64_t running = 0;           // in the batch on the device now
+  int64_t max_queue = 0;         // admitted requests beyond which submit() answers RESOURCE_EXHAUSTED
   bool background_task = false;  // a training job is attached
 
   // Totals since start.

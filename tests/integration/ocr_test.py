@@ -380,6 +380,7 @@ class OcrDaemonTest(unittest.TestCase):
             r'cpm_ocr_generation_tokens_total\{adapter=""\} [1-9]',
             r'cpm_ocr_batch_size_count [1-9]',
             r'cpm_ocr_queue_depth \d',
+            r'cpm_ocr_queue_capacity 256',
             r'cpm_ocr_requests_running \d',
             r'cpm_adapter_loads_total\{adapter="metrics-probe",code="OK"\} 1',
             r'cpm_adapter_load_seconds_count\{adapter="metrics-probe"\} 1',
