@@ -16,13 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Decoding stopped at max_new_tokens: the first `max` tokens are what a run with that limit gives.
-void cut(serve::Generation& g, int max) {
-  if (static_cast<int>(g.tokens.size()) <= max) return;
-  g.tokens.resize(static_cast<size_t>(max));
-  g.finish = serve::FinishReason::kLength;
-}
-
 // One generation call over `indices` (rows of one kind), filling their outcomes.
 absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>& rows,
                       const std::vector<at::Tensor>& prompts, const std::vector<size_t>& indices,
@@ -85,7 +78,6 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
   for (size_t k = 0; k < indices.size(); ++k) {
     RowOutcome& o = out[indices[k]];
     o.generation = std::move(generations[k]);
-    cut(o.generation, rows[indices[k]].decoding->max_new_tokens);
     o.decode = elapsed;
     o.batch_size = static_cast<int>(indices.size());
   }

@@ -22,13 +22,9 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
   auto loaded = core::model::load_model(model_dir, {});
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
   const core::model::LoadedModel& m = **loaded;
-  std::unique_ptr<core::model::MiniCPMO> adapted;
-  if (!adapter.empty()) {
-    auto a = adapted_model(m, adapter, merge);
-    if (!a.ok()) return fail(a.status());
-    adapted = *std::move(a);
-  }
-  const core::model::MiniCPMO& model = adapted ? *adapted : *m.model;
+  auto adapted = adapted_model(m, adapter, merge);
+  if (!adapted.ok()) return fail(adapted.status());
+  const core::model::MiniCPMO& model = *adapted ? **adapted : *m.model;
   auto prepared = prepare_image_prompt(m, image_path, text);
   if (!prepared.ok()) return fail(std::string(prepared.status().message()));
   const core::io::PreprocessedImage* pre = &prepared->image;

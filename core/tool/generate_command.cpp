@@ -10,9 +10,9 @@
 
 #include "commands.h"
 #include "image_prompt.h"
-#include "common/device.h"
 #include "common/guard.h"
 #include "model/load.h"
+#include "serve/answer_text.h"
 #include "serve/beam_search.h"
 #include "serve/generation.h"
 
@@ -38,25 +38,17 @@ struct AdapterChoice {
 int run(const std::string& model_dir, const std::string& image_path, const std::string& text,
         int max_new_tokens, const std::string& device, const std::string& dtype, const Decoding& decoding,
         const AdapterChoice& adapter) {
-  core::model::LoadOptions load;
-  if (device == "cuda") {
-    if (!core::cuda_available()) return fail("--device cuda: no CUDA device in this build or machine");
-    load.device = c10::Device(c10::DeviceType::CUDA, 0);
-  }
-  const bool bf16 = dtype == "bf16" || (dtype.empty() && device == "cuda");
-  load.dtype = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  auto where = load_options(device, dtype);
+  if (!where.ok()) return fail(where.status());
+  const core::model::LoadOptions& load = *where;
   const auto t0 = std::chrono::steady_clock::now();
   auto loaded = core::model::load_model(model_dir, load);
   if (!loaded.ok()) return fail(std::string(loaded.status().message()));
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const core::model::LoadedModel& m = **loaded;
-  std::unique_ptr<core::model::MiniCPMO> adapted;
-  if (!adapter.dir.empty()) {
-    auto a = adapted_model(m, adapter.dir, adapter.merge);
-    if (!a.ok()) return fail(a.status());
-    adapted = *std::move(a);
-  }
-  const core::model::MiniCPMO& model = adapted ? *adapted : *m.model;
+  auto adapted = adapted_model(m, adapter.dir, adapter.merge);
+  if (!adapted.ok()) return fail(adapted.status());
+  const core::model::MiniCPMO& model = *adapted ? **adapted : *m.model;
   auto prepared = prepare_image_prompt(m, image_path, text);
   if (!prepared.ok()) return fail(std::string(prepared.status().message()));
   const core::io::PreprocessedImage* pre = &prepared->image;
@@ -94,17 +86,9 @@ int run(const std::string& model_dir, const std::string& image_path, const std::
                "%zu new tokens in %.2f s on %s\n",
                m.report.num_parameters / 1e9, load_seconds, prompt->input_ids.size(),
                pre->pixel_values.size(), generation.tokens.size(), generate_seconds, load.device.str().c_str());
-  // The reference's _decode_text: drop id 0 everywhere, a trailing terminator, and <|tts_eos|>.
-  std::vector<int32_t> kept;
-  for (const int32_t id : generation.tokens) {
-    if (id != 0) kept.push_back(id);
-  }
-  if (generation.finish == core::serve::FinishReason::kStop && !kept.empty()) kept.pop_back();
-  auto answer = m.tokenizer->decode(kept);
-  if (!answer.ok()) return fail(std::string(answer.status().message()));
-  std::string out = *answer;
-  for (size_t at; (at = out.find("<|tts_eos|>")) != std::string::npos;) out.erase(at, 11);
-  std::printf("%s\n", out.c_str());
+  auto answer = core::serve::answer_text(*m.tokenizer, generation);  // the reference's _decode_text
+  if (!answer.ok()) return fail(answer.status());
+  std::printf("%s\n", answer->c_str());
   return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "io/image_decode.h"
+#include "common/device.h"
 #include "io/peft_adapter.h"
 #include "model/adapter.h"
 
@@ -35,6 +36,7 @@ absl::StatusOr<ImagePrompt> prepare_image_prompt(const core::model::LoadedModel&
 
 absl::StatusOr<std::unique_ptr<core::model::MiniCPMO>> adapted_model(const core::model::LoadedModel& m,
                                                                      const std::string& adapter_dir, bool merge) {
+  if (adapter_dir.empty()) return nullptr;
   auto adapter = core::io::read_peft_adapter(adapter_dir);
   if (!adapter.ok()) return adapter.status();
   const core::io::ModelConfig& config = m.configs.model;
@@ -45,6 +47,17 @@ absl::StatusOr<std::unique_ptr<core::model::MiniCPMO>> adapted_model(const core:
   const core::model::RunOptions options =
       merge ? core::model::RunOptions{} : core::model::run_options(adapter->config, /*training=*/false);
   return std::make_unique<core::model::MiniCPMO>(*params, config, options);
+}
+
+absl::StatusOr<core::model::LoadOptions> load_options(const std::string& device, const std::string& dtype) {
+  core::model::LoadOptions load;
+  if (device == "cuda") {
+    if (!core::cuda_available()) return absl::InvalidArgumentError("--device cuda: no CUDA device in this build or machine");
+    load.device = c10::Device(c10::DeviceType::CUDA, 0);
+  }
+  const bool bf16 = dtype == "bf16" || (dtype.empty() && device == "cuda");
+  load.dtype = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  return load;
 }
 
 }  // namespace cpm::tool

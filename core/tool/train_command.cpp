@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "common/device.h"
 #include "io/peft_adapter.h"
 #include "model/load.h"
 #include "tool/commands.h"
+#include "tool/image_prompt.h"
 #include "train/trainer.h"
 
 namespace cpm::tool {
@@ -42,14 +42,9 @@ void print_eval(const core::train::EvalReport& e) {
 }
 
 int run(TrainFlags& f) {
-  core::model::LoadOptions load;
-  if (f.device == "cuda") {
-    if (!core::cuda_available()) return fail("--device cuda: no CUDA device in this build or machine");
-    load.device = c10::Device(c10::DeviceType::CUDA, 0);
-  }
-  load.dtype = f.dtype == "bf16" || (f.dtype.empty() && f.device == "cuda") ? c10::ScalarType::BFloat16
-                                                                              : c10::ScalarType::Float;
-  auto loaded = core::model::load_model(f.model, load);
+  auto load = load_options(f.device, f.dtype);
+  if (!load.ok()) return fail(load.status());
+  auto loaded = core::model::load_model(f.model, *load);
   if (!loaded.ok()) return fail(loaded.status());
   const core::model::LoadedModel& m = **loaded;
   auto builder = core::train::ExampleBuilder::create(*m.tokenizer, m.chat_template, m.configs.preprocessor, f.examples);

@@ -438,8 +438,6 @@ io::PeftAdapter Trainer::adapter() const {
   return out;
 }
 
-absl::StatusOr<model::Parameters> Trainer::adapted_parameters() const { return params_; }
-
 bool Trainer::checkpoint_due() const {
   return step_ > 0 && (done() || (config_.save_steps > 0 && step_ % config_.save_steps == 0));
 }

@@ -116,8 +116,6 @@ class Trainer {
   absl::Status save_checkpoint();
   // The adapter as trained so far, in PEFT format (CPU tensors).
   io::PeftAdapter adapter() const;
-  // The adapted model for inference (no dropout), sharing the trained tensors.
-  absl::StatusOr<model::Parameters> adapted_parameters() const;
 
   // Should the caller checkpoint / evaluate after the step just done?
   bool checkpoint_due() const;
