@@ -48,25 +48,12 @@
 #include "io/image_slicing.h"
 #include "io/model_config.h"
 #include "io/tokenizer.h"
+#include "train/conversation_format.h"
 
 namespace cpm::core::train {
 
 // The recipe's ignore index for labels.
 inline constexpr int32_t kIgnoreIndex = -100;
-
-struct ConversationImage {
-  // The tag the text refers to it by: "<image>" in the single-image form, else the record's key
-  // ("<image_00>", ...).
-  std::string tag;
-  // The image file (already resolved against the dataset's folder).
-  std::string path;
-};
-
-// One record of the recipe's conversation format.
-struct Conversation {
-  std::vector<ConversationImage> images;  // in the record's order
-  std::vector<io::ChatMessage> turns;     // roles "user" | "assistant", the first a user
-};
 
 struct ExampleOptions {
   // Tokens kept per example (the recipe's model_max_length); longer ones are cut. Default: 2048.

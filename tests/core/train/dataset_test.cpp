@@ -145,6 +145,16 @@ TEST_F(DatasetDir, ImagePathsStayInsideTheDatasetFolder) {
   ASSERT_EQ(file->records.size(), 2u);
   EXPECT_EQ(file->records[0].conversation.images[0].path, real("images/a.png"));  // symlink resolved
   EXPECT_EQ(file->records[1].conversation.images[0].path, real("images/missing.png"));
+
+  // Unresolved (what an upload names the files by): the path as given, normalized; the same
+  // records are refused.
+  ReadOptions as_named;
+  as_named.resolve_symlinks = false;
+  auto named = read_dataset(dir_.file("p.csv"), as_named);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(numbered(named->bad), numbered(file->bad));
+  ASSERT_EQ(named->records.size(), 2u);
+  EXPECT_EQ(named->records[0].conversation.images[0].path, real("images") + "/inside.png");
 }
 
 // Every kind of bad record, each reported with its line.
