@@ -85,8 +85,9 @@ std::string details(const Adapter& a) {
 }
 
 int run_list(const GlobalOptions& global) {
-  const std::string server = resolve_server(global);
-  auto stub = cpm::v1::Adapters::NewStub(make_channel(server));
+  const std::string& server = global.server;
+  auto stub = make_stub<cpm::v1::Adapters>(global);
+  if (!stub) return kExitUsage;
   cpm::v1::ListAdaptersResponse all;
   cpm::v1::ListAdaptersRequest request;
   request.mutable_page()->set_page_size(1000);
@@ -119,8 +120,9 @@ int run_list(const GlobalOptions& global) {
 // Load, unload or get: one call returning an Adapter.
 template <typename Call>
 int run_single(const GlobalOptions& global, const std::string& what, bool detailed, Call call) {
-  const std::string server = resolve_server(global);
-  auto stub = cpm::v1::Adapters::NewStub(make_channel(server));
+  const std::string& server = global.server;
+  auto stub = make_stub<cpm::v1::Adapters>(global);
+  if (!stub) return kExitUsage;
   Adapter adapter;
   auto context = make_context(global);
   const grpc::Status status = call(*stub, context.get(), &adapter);
@@ -152,6 +154,9 @@ int fail_export(const std::string& tmp, const std::string& message) {
 // Streams the files into a fresh folder beside DIR, checks sizes and SHA-256, then renames it to
 // DIR: DIR is either complete or absent.
 int run_export(const GlobalOptions& global, const AdapterOptions& options) {
+  const std::string& server = global.server;
+  auto stub = make_stub<cpm::v1::Adapters>(global);
+  if (!stub) return kExitUsage;
   const fs::path out = fs::path(options.out_dir).lexically_normal();
   std::error_code ec;
   if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
@@ -167,9 +172,7 @@ int run_export(const GlobalOptions& global, const AdapterOptions& options) {
   }
   const std::string tmp = pattern;
 
-  const std::string server = resolve_server(global);
-  auto stub = cpm::v1::Adapters::NewStub(make_channel(server));
-  auto context = make_context(global);
+  auto context = make_stream_context(global);  // an adapter may be gigabytes
   cpm::v1::ExportAdapterRequest request;
   request.set_name(options.target);
   auto reader = stub->ExportAdapter(context.get(), request);

@@ -1,25 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// cpmctl: the command line for cpmd. Exit codes: 0 ok, 1 server-side error, 2 usage error,
-// 3 daemon unreachable.
+// cpmctl: the command line for cpmd. Exit codes: 0 ok, 1 server-side error (or problems found in a
+// dataset), 2 usage error, 3 daemon unreachable, 130 Ctrl-C.
 #include <cstdio>
-#include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "adapters_command.h"
 #include "connection.h"
 #include "cpm/v1/admin.grpc.pb.h"
+#include "dataset_command.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "jobs_command.h"
+#include "metrics_command.h"
 #include "ocr_command.h"
 #include "output.h"
+#include "train_command.h"
 
 namespace cpmctl {
 namespace {
 
 int run_health(const GlobalOptions& options, const std::string& service) {
-  const std::string server = resolve_server(options);
-  auto stub = grpc::health::v1::Health::NewStub(make_channel(server));
+  const std::string& server = options.server;
+  auto stub = make_stub<grpc::health::v1::Health>(options);
+  if (!stub) return kExitUsage;
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
@@ -39,8 +43,9 @@ int run_health(const GlobalOptions& options, const std::string& service) {
 }
 
 int run_info(const GlobalOptions& options) {
-  const std::string server = resolve_server(options);
-  auto stub = cpm::v1::Admin::NewStub(make_channel(server));
+  const std::string& server = options.server;
+  auto stub = make_stub<cpm::v1::Admin>(options);
+  if (!stub) return kExitUsage;
   cpm::v1::ServerInfo info;
   auto context = make_context(options);
   const grpc::Status status = stub->GetInfo(context.get(), cpm::v1::GetInfoRequest(), &info);
@@ -53,15 +58,29 @@ int run_info(const GlobalOptions& options) {
 }  // namespace cpmctl
 
 int main(int argc, char** argv) {
-  cpmctl::GlobalOptions options;
+  cpmctl::GlobalFlags flags;
   CLI::App app{"cpmctl: command line for cpmd (MiniCPM-o-2.6 LaTeX OCR fine-tuning and serving)"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the subcommand
-  app.add_option("--server", options.server,
-                 "cpmd address HOST:PORT (default: $CPM_SERVER, else 127.0.0.1:50051)");
-  app.add_option("--timeout", options.timeout_seconds, "seconds to wait for an answer (default 10)")
+  app.add_option("--server", flags.server,
+                 "cpmd address HOST:PORT (else $CPM_SERVER, the config file, 127.0.0.1:50051)");
+  app.add_option("--tls-ca", flags.tls_ca,
+                 "PEM root certificate(s): talk TLS and trust this CA (else $CPM_TLS_CA, the config file; "
+                 "none: plaintext)");
+  app.add_option("--token", flags.token,
+                 "bearer token sent with every call (else $CPM_TOKEN, the config file)");
+  app.add_option("--timeout", flags.timeout_seconds,
+                 "seconds to wait for an answer to a call (else the config file, 10); watches and uploads "
+                 "have no limit")
       ->check(CLI::PositiveNumber);
-  app.add_flag("--json", options.json, "machine-readable JSON output");
+  app.add_flag("--json", flags.json, "machine-readable JSON output");
+  app.footer(
+      "Config file: $XDG_CONFIG_HOME/cpmctl/config.json (else ~/.config/cpmctl/config.json), e.g.\n"
+      "  {\"server\": \"gpu-node:50051\", \"token\": \"...\", \"tls_ca\": \"ca.pem\", \"timeout\": 30}\n"
+      "Precedence: flag > environment > config file > default.\n"
+      "Exit codes: 0 ok, 1 the daemon answered with an error (or a dataset has problems), 2 usage error, "
+      "3 daemon unreachable, 130 Ctrl-C.\n"
+      "Example: cpmctl --server gpu-node:50051 --token $TOKEN info");
 
   std::string service;
   CLI::App* health = app.add_subcommand("health", "Is cpmd serving? Exit 0 when SERVING");
@@ -74,6 +93,14 @@ int main(int argc, char** argv) {
   CLI::App* ocr = cpmctl::add_ocr_command(app, ocr_options);
   cpmctl::AdapterOptions adapter_options;
   const cpmctl::AdapterCommands adapters = cpmctl::add_adapter_commands(app, adapter_options);
+  cpmctl::DatasetOptions dataset_options;
+  const cpmctl::DatasetCommands dataset = cpmctl::add_dataset_commands(app, dataset_options);
+  cpmctl::MetricsOptions metrics_options;
+  CLI::App* metrics = cpmctl::add_metrics_command(app, metrics_options);
+  cpmctl::TrainOptions train_options;
+  CLI::App* train = cpmctl::add_train_command(app, train_options);
+  cpmctl::JobsOptions jobs_options;
+  const cpmctl::JobsCommands jobs = cpmctl::add_jobs_commands(app, jobs_options);
 
   try {
     app.parse(argc, argv);
@@ -81,8 +108,21 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? cpmctl::kExitOk : cpmctl::kExitUsage;
   }
-  if (health->parsed()) return cpmctl::run_health(options, service);
-  if (info->parsed()) return cpmctl::run_info(options);
-  if (ocr->parsed()) return cpmctl::run_ocr(options, ocr_options);
-  return cpmctl::run_adapter_command(options, adapters, adapter_options);
+  // Local commands need no daemon, so a broken config file does not stop them.
+  if (dataset.parsed()) return cpmctl::run_dataset_command(dataset, dataset_options, flags.json);
+
+  std::string warning;
+  auto options = cpmctl::resolve_settings(flags, cpmctl::process_env(), &warning);
+  if (!options.ok()) {
+    std::fprintf(stderr, "cpmctl: %s\n", std::string(options.status().message()).c_str());
+    return cpmctl::kExitUsage;
+  }
+  if (!warning.empty()) std::fprintf(stderr, "cpmctl: %s\n", warning.c_str());
+  if (health->parsed()) return cpmctl::run_health(*options, service);
+  if (info->parsed()) return cpmctl::run_info(*options);
+  if (ocr->parsed()) return cpmctl::run_ocr(*options, ocr_options);
+  if (metrics->parsed()) return cpmctl::run_metrics(*options, metrics_options);
+  if (train->parsed()) return cpmctl::run_train(*options, train_options);
+  if (jobs.parsed()) return cpmctl::run_jobs_command(*options, jobs, jobs_options);
+  return cpmctl::run_adapter_command(*options, adapters, adapter_options);
 }

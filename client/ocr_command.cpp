@@ -234,8 +234,9 @@ bool unreachable(const grpc::Status& status) {
 }
 
 int run_stream(const GlobalOptions& global, const OcrOptions& options, const Input& input) {
-  const std::string server = resolve_server(global);
-  auto stub = cpm::v1::Ocr::NewStub(make_channel(server));
+  const std::string& server = global.server;
+  auto stub = make_stub<cpm::v1::Ocr>(global);
+  if (!stub) return kExitUsage;
   auto context = make_context(global);
   auto reader = stub->RecognizeStream(context.get(), make_request(options, input.bytes));
   cpm::v1::RecognizeStreamResponse part;
@@ -316,8 +317,9 @@ int run_ocr(const GlobalOptions& global, const OcrOptions& options) {
     return run_stream(global, options, inputs[0]);
   }
 
-  const std::string server = resolve_server(global);
-  auto stub = cpm::v1::Ocr::NewStub(make_channel(server));
+  const std::string& server = global.server;
+  auto stub = make_stub<cpm::v1::Ocr>(global);
+  if (!stub) return kExitUsage;
   std::vector<Result> results(inputs.size());
   std::vector<bool> finished(inputs.size(), false);
   std::mutex mu;

@@ -7,15 +7,27 @@
 
 namespace cpmctl {
 
-std::string to_json(const google::protobuf::Message& message) {
+namespace {
+
+std::string json_text(const google::protobuf::Message& message, bool indented) {
   google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
+  options.add_whitespace = indented;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string out;
-  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}\n";
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
   return out;
 }
+
+}  // namespace
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string out = json_text(message, true);
+  if (out.empty() || out.back() != '\n') out += '\n';
+  return out;
+}
+
+std::string to_json_line(const google::protobuf::Message& message) { return json_text(message, false); }
 
 std::string human_bytes(int64_t bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};

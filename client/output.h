@@ -12,6 +12,8 @@ namespace cpmctl {
 
 // A message as indented JSON with proto field names, for --json.
 std::string to_json(const google::protobuf::Message& message);
+// The same on one line (no trailing newline), for streams of messages (JSON Lines).
+std::string to_json_line(const google::protobuf::Message& message);
 
 // "1.5 GiB", "312 MiB", "0 B".
 std::string human_bytes(int64_t bytes);
