@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_checks.h"
 #include "connection.h"
 #include "dataset_check.h"
 
@@ -97,9 +98,9 @@ DatasetCommands add_dataset_commands(CLI::App& app, DatasetOptions& o) {
   c.prepare->add_option("--out", o.prepare.out_dir, "output folder; it must hold the images, or use --copy-images")
       ->required();
   c.prepare->add_option("--eval-size", o.prepare.eval_size, "records held out for eval.json (default: 5%, at most 500)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   c.prepare->add_option("--eval-fraction", o.prepare.eval_fraction, "fraction held out instead of --eval-size")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(between(0.0, 1.0))
       ->excludes("--eval-size");
   c.prepare->add_option("--seed", o.prepare.seed, "seed of the split (default 42, the daemon's split_seed)");
   c.prepare->add_option("--prompt", o.prepare.prompt, "the user question (default: the LaTeX-OCR recipe's)");
@@ -123,11 +124,11 @@ DatasetCommands add_dataset_commands(CLI::App& app, DatasetOptions& o) {
   c.render->add_option("formulas", o.render.formulas_file, "text file, one formula per line")->required();
   c.render->add_option("--out", o.render.out_dir, "output folder (NNNNNN.png by line number, labels.csv)")
       ->required();
-  c.render->add_option("--dpi", o.render.dpi, "resolution (default 200)")->check(CLI::Range(30, 2400));
+  c.render->add_option("--dpi", o.render.dpi, "resolution (default 200)")->check(between(30, 2400));
   c.render->add_option("--jobs", o.render.jobs, "formulas rendered at once (default: the CPU count)")
-      ->check(CLI::Range(1, 256));
+      ->check(between(1, 256));
   c.render->add_option("--timeout-per-formula", o.render.timeout_seconds, "seconds (default 30)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c.render->footer("A formula that does not compile is reported with its line number and skipped.\n"
                    "Example: cpmctl dataset render formulas.txt --out data && "
                    "cpmctl dataset prepare data/labels.csv --out data");

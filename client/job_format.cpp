@@ -112,9 +112,9 @@ std::string jobs_table_row(const cpm::v1::Job& job) {
 std::string eval_line(const cpm::v1::EvalResult& e) {
   char buf[256];
   std::snprintf(buf, sizeof buf,
-                "eval at step %lld: loss %.4f  exact match %.1f%%  edit distance %.4f  BLEU-4 %.4f  (%d examples, %s)",
+                "eval at step %lld: loss %.4f  exact match %.1f%%  edit distance %.4f  BLEU-4 %.4f  (%d example%s, %s)",
                 static_cast<long long>(e.step()), e.eval_loss(), 100 * e.exact_match(), e.edit_distance(), e.bleu4(),
-                e.num_examples(), human_duration(e.duration().seconds()).c_str());
+                e.num_examples(), e.num_examples() == 1 ? "" : "s", human_duration(e.duration().seconds()).c_str());
   return buf;
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "cli_checks.h"
 #include "common/read_file.h"
 #include "yaml_json.h"
 
@@ -45,14 +46,14 @@ void add_job_spec_flags(CLI::App* cmd, JobSpecFlags& f) {
       ->check(CLI::IsMember({"auto", "json", "csv"}));
   option(cmd, "--model-max-length", f.model_max_length,
          "tokens per example after the chat template; longer ones are cut (default 2048)", kData)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--max-slice-nums", f.max_slice_nums, "most slices per image (default 9)", kData)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--eval-fraction", f.eval_fraction,
          "fraction held out for evaluation by a seeded shuffle (default 0.05, at most 500 examples)", kData)
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(between(0.0, 1.0));
   option(cmd, "--eval-size", f.eval_size, "examples held out for evaluation, instead of --eval-fraction", kData)
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->excludes("--eval-fraction");
   option(cmd, "--eval-dataset-id", f.eval_dataset_id,
          "an uploaded dataset to evaluate on (then nothing is held out)", kData)
@@ -67,10 +68,10 @@ void add_job_spec_flags(CLI::App* cmd, JobSpecFlags& f) {
 
   switch_pair(cmd, "use-lora", f.use_lora, "train LoRA adapters on the LLM (the default)",
               "train nothing in the LLM", kLora);
-  option(cmd, "--lora-r", f.lora_r, "LoRA rank (default 64)", kLora)->check(CLI::PositiveNumber);
+  option(cmd, "--lora-r", f.lora_r, "LoRA rank (default 64)", kLora)->check(positive());
   option(cmd, "--lora-alpha", f.lora_alpha, "LoRA scaling numerator alpha (default 16)", kLora);
   option(cmd, "--lora-dropout", f.lora_dropout, "dropout on the LoRA input (default 0.1)", kLora)
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(between(0.0, 1.0));
   option(cmd, "--target-modules-regex", f.target_modules_regex,
          "modules that get LoRA, a regex matched in full (default "
          "llm\\..*layers\\.\\d+\\.self_attn\\.(q_proj|k_proj|v_proj|o_proj))",
@@ -87,37 +88,37 @@ void add_job_spec_flags(CLI::App* cmd, JobSpecFlags& f) {
               "scaling alpha/r (the default)", kLora);
 
   option(cmd, "--learning-rate,--lr", f.learning_rate, "peak learning rate (default 1e-6)", kOptimizer)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--weight-decay", f.weight_decay, "AdamW decoupled weight decay (default 0.1)", kOptimizer)
-      ->check(CLI::NonNegativeNumber);
-  option(cmd, "--adam-beta1", f.adam_beta1, "default 0.9", kOptimizer)->check(CLI::Range(0.0, 1.0));
-  option(cmd, "--adam-beta2", f.adam_beta2, "default 0.95", kOptimizer)->check(CLI::Range(0.0, 1.0));
-  option(cmd, "--adam-epsilon", f.adam_epsilon, "default 1e-8", kOptimizer)->check(CLI::PositiveNumber);
+      ->check(non_negative());
+  option(cmd, "--adam-beta1", f.adam_beta1, "default 0.9", kOptimizer)->check(between(0.0, 1.0));
+  option(cmd, "--adam-beta2", f.adam_beta2, "default 0.95", kOptimizer)->check(between(0.0, 1.0));
+  option(cmd, "--adam-epsilon", f.adam_epsilon, "default 1e-8", kOptimizer)->check(positive());
   option(cmd, "--max-grad-norm", f.max_grad_norm, "global gradient-norm clipping, 0 disables it (default 1.0)",
          kOptimizer)
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   option(cmd, "--lr-schedule", f.lr_schedule, "cosine, linear or constant (default cosine)", kOptimizer)
       ->check(CLI::IsMember({"cosine", "linear", "constant"}));
   option(cmd, "--warmup-ratio", f.warmup_ratio, "linear warmup as a fraction of the steps (default 0.01)",
          kOptimizer)
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(between(0.0, 1.0));
   option(cmd, "--warmup-steps", f.warmup_steps, "linear warmup steps, instead of --warmup-ratio", kOptimizer)
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
 
   switch_pair(cmd, "tune-vision", f.tune_vision, "train the vision tower in full (the default)",
               "keep the vision tower frozen", kLoop);
   switch_pair(cmd, "tune-llm", f.tune_llm, "train the whole LLM (needs --no-use-lora; default: off)",
               "leave the LLM's own weights frozen (the default)", kLoop);
   option(cmd, "--max-steps", f.max_steps, "optimizer steps; 0 trains for --num-epochs (default 1000)", kLoop)
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   option(cmd, "--num-epochs", f.num_epochs, "passes over the training split when --max-steps is 0 (default 1)",
          kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--batch-size", f.batch_size, "examples per micro-batch (default 1)", kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--gradient-accumulation-steps", f.gradient_accumulation_steps,
          "micro-batches per optimizer step (default 1)", kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   switch_pair(cmd, "gradient-checkpointing", f.gradient_checkpointing,
               "recompute activations in the backward pass (the default)", "keep activations (faster, more memory)",
               kLoop);
@@ -126,17 +127,17 @@ void add_job_spec_flags(CLI::App* cmd, JobSpecFlags& f) {
       ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   option(cmd, "--seed", f.seed, "seeds data order, dropout and LoRA initialisation (default 42)", kLoop);
   option(cmd, "--logging-steps", f.logging_steps, "a progress event every N steps (default 10)", kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--save-steps", f.save_steps, "checkpoint every N steps (default 500)", kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--save-total-limit", f.save_total_limit, "checkpoints kept on disk (default 10)", kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   option(cmd, "--eval-steps", f.eval_steps, "evaluate every N steps and at the end; 0: only at the end (default 500)",
          kLoop)
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   option(cmd, "--eval-max-new-tokens", f.eval_max_new_tokens, "tokens decoded per eval example (default 512)",
          kLoop)
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--label", f.labels, "KEY=VALUE stored with the job; repeatable")->group(kLoop);
 }
 

@@ -83,8 +83,9 @@ int follow_job(cpm::v1::Training::Stub& stub, const GlobalOptions& global, const
   {
     CancelOnInterrupt guard(context.get());
     auto reader = stub.WatchJob(context.get(), watch);
-    ProgressLine line(stdout, !global.json && isatty(fileno(stdout)));
-    const int width = terminal_width(stdout);
+    const bool tty = !global.json && isatty(fileno(stdout));
+    ProgressLine line(stdout, tty);
+    const int width = tty ? terminal_width(stdout) : 0;  // only a redrawn line must fit
     JobEvent event;
     while (reader->Read(&event)) {
       track(event, seen);

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "adapters_command.h"
+#include "cli_checks.h"
 #include "connection.h"
 #include "cpm/v1/admin.grpc.pb.h"
 #include "dataset_command.h"
@@ -62,6 +63,10 @@ int main(int argc, char** argv) {
   CLI::App app{"cpmctl: command line for cpmd (MiniCPM-o-2.6 LaTeX OCR fine-tuning and serving)"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the subcommand
+  // Usage errors are one line, as every other error.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "cpmctl: " + std::string(e.what()) + " (see --help)\n";
+  });
   app.add_option("--server", flags.server,
                  "cpmd address HOST:PORT (else $CPM_SERVER, the config file, 127.0.0.1:50051)");
   app.add_option("--tls-ca", flags.tls_ca,
@@ -72,7 +77,7 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", flags.timeout_seconds,
                  "seconds to wait for an answer to a call (else the config file, 10); watches and uploads "
                  "have no limit")
-      ->check(CLI::PositiveNumber);
+      ->check(cpmctl::positive());
   app.add_flag("--json", flags.json, "machine-readable JSON output");
   app.footer(
       "Config file: $XDG_CONFIG_HOME/cpmctl/config.json (else ~/.config/cpmctl/config.json), e.g.\n"

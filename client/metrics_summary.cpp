@@ -132,6 +132,7 @@ std::string latency_text(const Json& l) {
 std::string counts_text(const Json& by) {
   std::string out;
   for (const auto& [k, v] : by.items()) {
+    if (v.get<double>() == 0) continue;
     char buf[64];
     std::snprintf(buf, sizeof buf, "%s%s %.0f", out.empty() ? "" : ", ", k.empty() ? "(base)" : k.c_str(),
                   v.get<double>());

@@ -59,7 +59,7 @@ namespace {
 int64_t seconds(const google::protobuf::Duration& d) { return d.seconds(); }
 
 std::string cut(std::string line, int width) {
-  if (width > 1 && static_cast<int>(line.size()) >= width) line.resize(width - 1);
+  if (width > 1 && static_cast<int>(line.size()) >= width) line.resize(static_cast<size_t>(width) - 1);
   return line;
 }
 

@@ -38,7 +38,7 @@ int terminal_width(FILE* out);
 std::string bar(double done, double total, int width);
 
 // The training progress line: "step 120/1000 [###...] 12%  loss 1.2345  lr 9.87e-07  412 tok/s
-// 1m 2s elapsed  ETA 7m 35s", cut to `width` columns (a wrapped line cannot be redrawn).
+// 1m 2s elapsed  ETA 7m 35s", cut to `width` columns (a wrapped line cannot be redrawn); 0: whole.
 std::string train_progress_line(const cpm::v1::TrainProgress& p, int width);
 
 // The upload line: "uploading [###...] 37%  12.1 MiB/32.6 MiB  5.1 MiB/s  ETA 4s".
