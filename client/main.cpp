@@ -2,7 +2,10 @@
 //
 // cpmctl: the command line for cpmd. Exit codes: 0 ok, 1 server-side error (or problems found in a
 // dataset), 2 usage error, 3 daemon unreachable, 130 Ctrl-C.
+#include <grpc/support/log.h>
+
 #include <cstdio>
+#include <cstdlib>
 
 #include <CLI/CLI.hpp>
 
@@ -59,6 +62,9 @@ int run_info(const GlobalOptions& options) {
 }  // namespace cpmctl
 
 int main(int argc, char** argv) {
+  // gRPC's own log lines (a failed TLS handshake, say) would come on top of cpmctl's one-line
+  // error, which carries the same reason; GRPC_VERBOSITY=debug still shows them.
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function([](gpr_log_func_args*) {});
   cpmctl::GlobalFlags flags;
   CLI::App app{"cpmctl: command line for cpmd (MiniCPM-o-2.6 LaTeX OCR fine-tuning and serving)"};
   app.require_subcommand(1);
