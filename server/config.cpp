@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "grpc_security.h"
 #include "nlohmann/json.hpp"
 
 namespace cpm::server {
@@ -42,6 +43,10 @@ constexpr Field kFields[] = {
     {"log_format", &DaemonConfig::log_format},
     {"max_message_bytes", nullptr, &DaemonConfig::max_message_bytes},
     {"shutdown_grace_seconds", nullptr, &DaemonConfig::shutdown_grace_seconds},
+    {"tls_cert_file", &DaemonConfig::tls_cert_file},
+    {"tls_key_file", &DaemonConfig::tls_key_file},
+    {"tls_client_ca_file", &DaemonConfig::tls_client_ca_file},
+    {"auth_tokens_file", &DaemonConfig::auth_tokens_file},
 };
 
 std::string known_keys() {
@@ -208,7 +213,9 @@ absl::Status validate(const DaemonConfig& c) {
           "model '", c.model, "' has no config.json; is it a Hugging Face checkpoint directory?"));
     }
   }
-  return absl::OkStatus();
+  // Reads the TLS files and tokens, as the daemon will, so that a bad one is a configuration
+  // error (exit 2) rather than a failed start.
+  return GrpcSecurity::load(c).status();
 }
 
 absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags) {
@@ -232,6 +239,12 @@ absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags) {
   overlay(flags.log_format, config.log_format);
   overlay(flags.max_message_bytes, config.max_message_bytes);
   overlay(flags.shutdown_grace_seconds, config.shutdown_grace_seconds);
+  overlay(flags.tls_cert_file, config.tls_cert_file);
+  overlay(flags.tls_key_file, config.tls_key_file);
+  overlay(flags.tls_client_ca_file, config.tls_client_ca_file);
+  overlay(flags.auth_tokens_file, config.auth_tokens_file);
+  overlay(flags.admin_token, config.admin_token);
+  overlay(flags.inference_token, config.inference_token);
   absl::Status s = validate(config);
   if (!s.ok()) return s;
   return config;

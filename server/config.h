@@ -48,6 +48,23 @@ struct DaemonConfig {
   int64_t max_message_bytes = 64LL << 20;
   // On SIGTERM/SIGINT, how long in-flight calls get to finish before they are cancelled.
   int64_t shutdown_grace_seconds = 30;
+
+  // TLS on the gRPC port: the server's certificate chain and its private key, PEM files. Both or
+  // neither; empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // PEM bundle of the CAs that sign client certificates. Set: mutual TLS, every client must
+  // present a certificate one of them signed. Needs tls_cert_file and tls_key_file.
+  std::string tls_client_ca_file;
+  // JSON file of bearer tokens and their roles (server/auth_tokens.h has the format). With it or
+  // an environment token, every call but grpc.health.v1 needs a token. Empty with no environment
+  // token: no authentication.
+  std::string auth_tokens_file;
+  // Tokens from the environment (CPMD_ADMIN_TOKEN, CPMD_INFERENCE_TOKEN), read by main(). Neither
+  // a flag nor a config-file key, so that a secret never sits on a command line or in a ConfigMap;
+  // never logged.
+  std::string admin_token;
+  std::string inference_token;
 };
 
 // Values given on the command line; unset ones fall through to the file and the defaults.
@@ -68,6 +85,13 @@ struct ConfigOverrides {
   std::optional<std::string> log_format;
   std::optional<int64_t> max_message_bytes;
   std::optional<int64_t> shutdown_grace_seconds;
+  std::optional<std::string> tls_cert_file;
+  std::optional<std::string> tls_key_file;
+  std::optional<std::string> tls_client_ca_file;
+  std::optional<std::string> auth_tokens_file;
+  // From the environment, not from flags (see DaemonConfig).
+  std::optional<std::string> admin_token;
+  std::optional<std::string> inference_token;
 };
 
 // Defaults, then the config file if one is named, then the flags; then validate(). Errors are
@@ -75,8 +99,8 @@ struct ConfigOverrides {
 absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags);
 
 // Checks every field: address syntax and port range, log level and format, device and dtype names,
-// limits, that a configured model directory exists and holds config.json, and that configured
-// adapter roots are directories.
+// limits, that a configured model directory exists and holds config.json, that configured
+// adapter roots are directories, and that the TLS files and tokens load (GrpcSecurity::load).
 absl::Status validate(const DaemonConfig& config);
 
 // A host:port split; the host may be a bracketed IPv6 literal.

@@ -19,6 +19,7 @@
 #include "common/build_info.h"
 #include "common/logging.h"
 #include "grpc_metrics.h"
+#include "grpc_security.h"
 #include "io/model_config.h"
 #include "job_store.h"
 #include "metrics_http.h"
@@ -79,6 +80,28 @@ absl::StatusOr<AdapterRoots> adapter_roots(const DaemonConfig& config, const fs:
   std::error_code ec;
   fs::create_directories(dir, ec);
   return AdapterRoots::create({dir.string()});
+}
+
+// What protects the gRPC port, and warnings where that is little. Token values are never logged.
+void log_security(const GrpcSecurity& security, const DaemonConfig& config) {
+  const TokenTable& tokens = security.tokens();
+  const char* tls = security.mutual_tls() ? "mutual" : security.tls() ? "on" : "off";
+  log_info("grpc security", {{"tls", tls},
+                             {"auth", tokens.empty() ? "off" : "bearer"},
+                             {"admin_tokens", tokens.count(Role::kAdmin)},
+                             {"inference_tokens", tokens.count(Role::kInference)}});
+  if (!tokens.empty() && !security.tls()) {
+    core::log_warn("bearer tokens over plaintext gRPC: anyone who can read the traffic can reuse "
+                   "them; set tls_cert_file and tls_key_file, or terminate TLS in front of cpmd");
+  }
+  const auto host = parse_host_port(config.listen);
+  const bool loopback = host.ok() && (host->host == "127.0.0.1" || host->host == "localhost" ||
+                                      host->host == "[::1]");
+  if (tokens.empty() && !loopback) {
+    core::log_warn("no bearer tokens: anyone who can reach the gRPC port may train, load adapters "
+                   "and run OCR; set auth_tokens_file or CPMD_ADMIN_TOKEN",
+                   {{"listen", config.listen}});
+  }
 }
 
 // The services that need the model.
@@ -151,14 +174,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
   auto roots = adapter_roots(config, data_dir);
   if (!roots.ok()) return roots.status();
 
+  // TLS and tokens (server/auth.h). validate() loaded them once already; an error here means a
+  // file changed since.
+  auto security = GrpcSecurity::load(config);
+  if (!security.ok()) return security.status();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &st->grpc_port);
+  auto grpc_metrics = std::make_unique<GrpcMetricsInterceptorFactory>(st->registry);
+  // Calls refused for their token never reach the interceptor; the processor counts them.
+  auto credentials = security->credentials(
+      [families = grpc_metrics->families()](std::string_view method, grpc::StatusCode code) {
+        record_refused_call(families, method, code);
+      });
+  builder.AddListeningPort(config.listen, std::move(credentials), &st->grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(st->registry));
+  interceptors.push_back(std::move(grpc_metrics));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
   auto http = MetricsHttpServer::start(config.metrics_listen, st->registry);
@@ -218,6 +251,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
     }
   });
   log_info("grpc listening", {{"addr", grpc_address}, {"port", st->grpc_port}});
+  log_security(*security, config);
   log_info("metrics listening", {{"addr", metrics_address},
                                  {"port", st->metrics_http->port()},
                                  {"path", "/metrics"}});

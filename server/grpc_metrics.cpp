@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "grpc_metrics.h"
 
+#include <google/protobuf/descriptor.h>
+
 #include <chrono>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "grpc_code_name.h"
 
 namespace cpm::server {
@@ -77,6 +80,34 @@ GrpcMetricsInterceptorFactory::GrpcMetricsInterceptorFactory(Registry& registry)
       "grpc_server_handling_seconds",
       "Time from receiving an RPC to sending its status, in seconds.", labels,
       default_latency_buckets());
+}
+
+void record_refused_call(const GrpcMetricsInterceptorFactory::Families& families,
+                         std::string_view method, grpc::StatusCode code) {
+  std::string service = "unknown";
+  std::string name = "unknown";
+  const char* type = "unknown";
+  const auto slash = method.rfind('/');
+  if (method.size() > 2 && method.front() == '/' && slash != std::string_view::npos && slash > 1) {
+    // Every service this process serves is compiled in, so its descriptor is in the pool.
+    const google::protobuf::MethodDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+            absl::StrCat(std::string(method.substr(1, slash - 1)), ".",
+                         std::string(method.substr(slash + 1))));
+    if (descriptor != nullptr) {
+      service = descriptor->service()->full_name();
+      name = descriptor->name();
+      const bool client = descriptor->client_streaming();
+      const bool server = descriptor->server_streaming();
+      type = rpc_type_name(client ? (server ? ServerRpcInfo::Type::BIDI_STREAMING
+                                            : ServerRpcInfo::Type::CLIENT_STREAMING)
+                                  : (server ? ServerRpcInfo::Type::SERVER_STREAMING
+                                            : ServerRpcInfo::Type::UNARY));
+    }
+  }
+  families.started->with({type, service, name}).inc();
+  families.handled->with({type, service, name, cpm::grpc_code_name(code)}).inc();
+  families.seconds->with({type, service, name}).observe(0.0);
 }
 
 grpc::experimental::Interceptor* GrpcMetricsInterceptorFactory::CreateServerInterceptor(

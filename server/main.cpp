@@ -5,6 +5,7 @@
 // configuration.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -64,12 +65,35 @@ int main(int argc, char** argv) {
              "largest gRPC message accepted (default 64 MiB)");
   add_option(app, "--shutdown-grace-seconds", flags.shutdown_grace_seconds,
              "how long in-flight calls may finish on SIGTERM (default 30)");
+  add_option(app, "--tls-cert-file", flags.tls_cert_file,
+             "PEM certificate chain of the gRPC port; with --tls-key-file turns TLS on");
+  add_option(app, "--tls-key-file", flags.tls_key_file, "PEM private key of --tls-cert-file");
+  add_option(app, "--tls-client-ca-file", flags.tls_client_ca_file,
+             "PEM CA bundle; clients must present a certificate it signed (mutual TLS)");
+  add_option(app, "--auth-tokens-file", flags.auth_tokens_file,
+             "JSON file of bearer tokens and roles (admin, inference); every call but "
+             "grpc.health.v1 then needs one. Also: $CPMD_ADMIN_TOKEN, $CPMD_INFERENCE_TOKEN");
   app.footer("Example: cpmd --listen 127.0.0.1:50051 --data-dir ./var --model /models/MiniCPM-o-2_6");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; usage errors exit 2
   }
+
+  // Tokens may come from the environment (a Kubernetes secretKeyRef), never from a flag, which
+  // any user could read in the process list.
+  for (const auto& [name, into] : {std::pair{"CPMD_ADMIN_TOKEN", &flags.admin_token},
+                                   std::pair{"CPMD_INFERENCE_TOKEN", &flags.inference_token}}) {
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') *into = value;
+  }
+
+  // Signals are taken synchronously by this thread; every thread started later inherits the mask.
+  // Blocked before the config is loaded: checking TLS files starts gRPC, whose threads live on.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto config = cpm::server::load_config(flags);
   if (!config.ok()) {
@@ -81,13 +105,6 @@ int main(int argc, char** argv) {
   cpm::core::set_log_level(level);
   cpm::core::set_log_format(config->log_format == "json" ? cpm::core::LogFormat::kJson
                                                          : cpm::core::LogFormat::kText);
-
-  // Signals are taken synchronously by this thread; every thread started later inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const cpm::core::BuildInfo& build = cpm::core::build_info();
   cpm::core::log_info("cpmd starting", {{"version", build.version},
