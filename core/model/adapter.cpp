@@ -198,6 +198,18 @@ absl::StatusOr<Parameters> apply_adapter(const Parameters& base, const io::Model
     out.set(lora_a_name(p.module), p.a.to(w.device(), dtype).contiguous());
     out.set(lora_b_name(p.module), p.b.to(w.device(), dtype).contiguous());
   }
+  if (precision == LoraPrecision::kModelDtype) {
+    // Serving: the A's of q/k/v (and of gate/up) in one buffer, which the inference way multiplies
+    // at once (model/qwen2.h) without a copy of its own.
+    for (const auto& group : qwen2_stacked_projections(model, "llm")) {
+      std::vector<std::string> names;
+      for (const std::string& weight : group) {
+        const std::string module = weight.substr(0, weight.rfind('.'));
+        if (absl::EndsWith(weight, ".weight") && out.contains(lora_a_name(module))) names.push_back(lora_a_name(module));
+      }
+      if (!names.empty()) stack_rows(out, names);
+    }
+  }
   return out;
 }
 
@@ -213,6 +225,9 @@ absl::StatusOr<Parameters> merge_adapter(const Parameters& base, const io::Model
     const at::Tensor delta = at::matmul(p.b.to(w.device(), at::kFloat), p.a.to(w.device(), at::kFloat)) * scaling;
     out.set(p.module + ".weight", (w.to(at::kFloat) + delta).to(w.scalar_type()));
   }
+  // The merged weights back into stacked buffers (the inference way's layout; a no-op for groups
+  // the adapter left alone).
+  for (const auto& group : qwen2_stacked_projections(model, "llm")) stack_rows(out, group);
   return out;
 }
 

@@ -29,6 +29,16 @@ at::Tensor expand_kv(const at::Tensor& kv, int64_t groups) {
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& mask, bool causal, double scale) {
   const int64_t groups = q.size(1) / k.size(1);
+  if (q.size(2) == 1 && groups > 1) {
+    // A decode step: one query per head, which sees every key (causality is moot). The `groups`
+    // query heads that share a key/value head become that head's rows, [B, Hkv, groups, D], so
+    // the keys and values are read as they are instead of copied `groups` times.
+    const int64_t b = q.size(0), kv_heads = k.size(1), tk = k.size(2);
+    std::optional<at::Tensor> grouped_mask;
+    if (mask) grouped_mask = mask->expand({b, q.size(1), 1, tk}).reshape({b, kv_heads, groups, tk});
+    return attention(q.reshape({b, kv_heads, groups, q.size(3)}), k, v, grouped_mask, /*causal=*/false, scale)
+        .view(q.sizes());
+  }
   const at::Tensor key = expand_kv(k, groups);
   const at::Tensor value = expand_kv(v, groups);
   const int64_t tq = q.size(2), tk = key.size(2);

@@ -19,7 +19,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> load_model(const std::string& dir, 
   out->chat_template = *chat_template;
   auto checkpoint = io::SafetensorsCheckpoint::open(dir);
   if (!checkpoint.ok()) return checkpoint.status();
-  auto report = load_parameters(*checkpoint, minicpmo_parameter_specs(out->configs.model), options, out->params);
+  // q/k/v and gate/up straight into one buffer each: the inference way's stacked projections.
+  auto report = load_parameters(*checkpoint, minicpmo_parameter_specs(out->configs.model), options, out->params,
+                                qwen2_stacked_projections(out->configs.model, "llm"));
   if (!report.ok()) return absl::Status(report.status().code(), absl::StrCat(dir, ": ", report.status().message()));
   out->report = std::move(*report);
   const absl::Status built = guarded("building the model", [&] {

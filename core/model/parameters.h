@@ -31,6 +31,8 @@ void add_spec(std::vector<ParamSpec>& specs, const std::string& scope, const std
               std::vector<int64_t> shape, Init init = Init::kNormal);
 
 // The loaded weights. Not thread-safe for writes; reads are safe once loading is done.
+// A tensor may be a view into a buffer it shares with others (see stack_rows): the store still
+// holds it under its own key and shape.
 class Parameters {
  public:
   void set(const std::string& name, at::Tensor tensor) { tensors_[name] = std::move(tensor); }
@@ -43,5 +45,18 @@ class Parameters {
  private:
   std::map<std::string, at::Tensor> tensors_;
 };
+
+// Projections that read the same input (q/k/v, gate/up) run as one matrix multiply when their
+// weights are consecutive rows of one buffer. The store keeps each under its checkpoint key, as a
+// view of that buffer, so nothing else sees the difference and no second copy exists.
+//
+// `parts` stacked along dim 0 (all of one dtype and device, equal trailing sizes): a view of their
+// buffer when they already lie in it back to back, in order; otherwise a new tensor (a copy).
+at::Tensor stacked_rows(const std::vector<at::Tensor>& parts);
+
+// Lays the tensors named `names` out as consecutive rows of one new buffer and stores each as a
+// view of it (nothing to do when they already are); the old tensors are released unless held
+// elsewhere. Throws std::out_of_range for a name not in the store.
+void stack_rows(Parameters& params, const std::vector<std::string>& names);
 
 }  // namespace cpm::core::model

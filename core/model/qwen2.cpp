@@ -2,24 +2,31 @@
 #include "model/qwen2.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/dropout.h>
 #include <ATen/ops/embedding.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 #include <limits>
 
+#include "common/torch_compat.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
+
+#if CPM_TORCH_VERSION_AT_LEAST(2, 8)
+#include <ATen/ops/rms_norm.h>
+#endif
 
 namespace cpm::core::model {
 namespace {
@@ -28,6 +35,88 @@ namespace {
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// rms_norm for the inference way: on CUDA with LibTorch >= 2.8 one fused kernel (float32 inside,
+// the result rounded to x's dtype) and then the weight, the reference's rounding in two kernels
+// instead of eight.
+at::Tensor fast_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+#if CPM_TORCH_VERSION_AT_LEAST(2, 8)
+  if (x.is_cuda()) return weight * at::rms_norm(x, {x.size(-1)}, std::nullopt, eps);
+#endif
+  return rms_norm(x, weight, eps);
+}
+
+// RoPE as rotate_half computes it, in four kernels: x * cos + [x2, x1] * [-sin, sin] rounds
+// exactly as x * cos + [-x2, x1] * [sin, sin] (negation is exact). x: [B, T, heads, Dh] (any
+// strides); cos, signed_sin: [B, T, 1, Dh].
+at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
+  const int64_t dh = x.size(3);
+  const at::Tensor swapped =
+      x.reshape({x.size(0), x.size(1), x.size(2), 2, dh / 2}).flip({3}).view(x.sizes());
+  return (x * cos).add_(swapped.mul_(signed_sin));
+}
+
+// The additive attention mask for `key_mask` [B, Tk] (nonzero = a real token): [B, 1, 1, Tk], 0
+// to keep and the lowest finite value of `dtype` on padding, as the reference's finfo(dtype).min
+// (finite, so a query that sees only padding stays finite: it gets garbage, never NaN).
+at::Tensor additive_mask(const at::Tensor& key_mask, c10::ScalarType dtype) {
+  c10::Scalar lowest = std::numeric_limits<float>::lowest();
+  if (dtype == at::kBFloat16) lowest = std::numeric_limits<c10::BFloat16>::lowest();
+  if (dtype == at::kHalf) lowest = std::numeric_limits<c10::Half>::lowest();
+  return at::zeros(key_mask.sizes(), key_mask.options().dtype(dtype))
+      .masked_fill_(key_mask.eq(0), lowest)
+      .unsqueeze(1)
+      .unsqueeze(1);
+}
+
+// rows [N, out] += scaling * B (A x) for x [N, in], in place; nothing without LoRA.
+void add_lora(at::Tensor& rows, const at::Tensor& x, const at::Tensor& lora_a, const at::Tensor& lora_b,
+              double scaling) {
+  if (lora_a.defined()) rows.addmm_(at::mm(x, lora_a.t()), lora_b.t(), /*beta=*/1, /*alpha=*/scaling);
+}
+
+// The members' LoRA B [out_i, r_i] on the diagonal of one [sum out, sum r] matrix, zero elsewhere,
+// so that B (A x) with the members' A's stacked gives each member's B_i (A_i x) in its own rows. A
+// member without LoRA (undefined b) has zero rows and no columns.
+at::Tensor block_diagonal(const std::vector<at::Tensor>& b, const std::vector<int64_t>& rows) {
+  int64_t total_rows = 0, total_cols = 0;
+  at::TensorOptions options;
+  for (size_t i = 0; i < b.size(); ++i) {
+    total_rows += rows[i];
+    if (!b[i].defined()) continue;
+    total_cols += b[i].size(1);
+    options = b[i].options();
+  }
+  at::Tensor out = at::zeros({total_rows, total_cols}, options);
+  int64_t row = 0, col = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (b[i].defined()) {
+      out.narrow(0, row, rows[i]).narrow(1, col, b[i].size(1)).copy_(b[i]);
+      col += b[i].size(1);
+    }
+    row += rows[i];
+  }
+  return out;
+}
+
+// The keys and values attention sees after this step's k, v [B, Hkv, T, Dh] enter `cache` at
+// layer `index`: written into the static cache's slots, or appended to the growing one.
+std::pair<at::Tensor, at::Tensor> cached(KvCache* cache, size_t index, const at::Tensor& k, const at::Tensor& v) {
+  if (cache == nullptr) return {k, v};
+  if (cache->write_positions.defined()) {
+    return {cache->keys[index].index_copy_(2, cache->write_positions, k),
+            cache->values[index].index_copy_(2, cache->write_positions, v)};
+  }
+  if (cache->keys.size() <= index) {
+    // Own copies: k and v may be views into a larger projection output.
+    cache->keys.push_back(k.contiguous());
+    cache->values.push_back(v.contiguous());
+  } else {
+    cache->keys[index] = at::cat({cache->keys[index], k}, 2);
+    cache->values[index] = at::cat({cache->values[index], v}, 2);
+  }
+  return {cache->keys[index], cache->values[index]};
 }
 
 }  // namespace
@@ -57,21 +146,41 @@ std::vector<ParamSpec> qwen2_parameter_specs(const io::ModelConfig& c, const std
   return specs;
 }
 
+std::vector<std::vector<std::string>> qwen2_stacked_projections(const io::ModelConfig& c, const std::string& scope) {
+  std::vector<std::vector<std::string>> groups;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string layer = scope + ".model.layers." + std::to_string(i);
+    for (const char* part : {".weight", ".bias"}) {
+      groups.push_back({layer + ".self_attn.q_proj" + part, layer + ".self_attn.k_proj" + part,
+                        layer + ".self_attn.v_proj" + part});
+    }
+    groups.push_back({layer + ".mlp.gate_proj.weight", layer + ".mlp.up_proj.weight"});
+  }
+  return groups;
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
 }
 
+at::Tensor rope_inverse_frequencies(int64_t head_dim, double theta, c10::Device device) {
+  // inv_freq[k] = theta^(-2k / head_dim), computed as the reference does: 1 / theta^(arange / dim).
+  const at::Tensor exponent =
+      at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kLong).device(device)).to(at::kFloat) / head_dim;
+  return 1.0 / at::pow(theta, exponent);
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, const at::Tensor& inv_freq) {
+  const at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, Dh/2]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                               // [B, T, Dh]
+  return {emb.cos(), emb.sin()};
+}
+
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t head_dim,
                                               double theta) {
-  // inv_freq[k] = theta^(-2k / head_dim), computed as the reference does: 1 / theta^(arange / dim).
-  const auto f32 = position_ids.options().dtype(at::kFloat);
-  const at::Tensor exponent = at::arange(0, head_dim, 2, position_ids.options().dtype(at::kLong)).to(at::kFloat) / head_dim;
-  const at::Tensor inv_freq = 1.0 / at::pow(theta, exponent);                       // [Dh/2]
-  const at::Tensor freqs = position_ids.to(f32).unsqueeze(-1) * inv_freq;            // [B, T, Dh/2]
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                                // [B, T, Dh]
-  return {emb.cos(), emb.sin()};
+  return rope_tables(position_ids, rope_inverse_frequencies(head_dim, theta, position_ids.device()));
 }
 
 std::vector<std::string> lora_capable_modules(const io::ModelConfig& c) {
@@ -86,10 +195,39 @@ std::vector<std::string> lora_capable_modules(const io::ModelConfig& c) {
   return names;
 }
 
+bool Qwen2ForCausalLM::servable(const Linear& l) {
+  // Tensors that require grad are being trained: the inference way must neither copy them (the
+  // copy would go stale) nor write in place past autograd.
+  const auto trained = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  if (trained(l.weight) || trained(l.bias) || trained(l.lora_a) || trained(l.lora_b)) return false;
+  // LoRA in another dtype (float32 beside bf16 weights) keeps PEFT's casts: the training way.
+  return !l.lora_a.defined() ||
+         (l.lora_a.scalar_type() == l.weight.scalar_type() && l.lora_b.scalar_type() == l.weight.scalar_type());
+}
+
+Qwen2ForCausalLM::Linear Qwen2ForCausalLM::stacked(const std::vector<const Linear*>& members) {
+  std::vector<at::Tensor> weights, biases, lora_a, lora_b;
+  std::vector<int64_t> rows;
+  for (const Linear* m : members) {
+    if (!servable(*m)) return {};
+    weights.push_back(m->weight);
+    if (m->bias.defined()) biases.push_back(m->bias);
+    if (m->lora_a.defined()) lora_a.push_back(m->lora_a);
+    lora_b.push_back(m->lora_b);
+    rows.push_back(m->weight.size(0));
+  }
+  TORCH_CHECK(biases.empty() || biases.size() == members.size(), "stacked projections: some have a bias, some not");
+  Linear out{stacked_rows(weights), biases.empty() ? at::Tensor() : stacked_rows(biases), {}, {}};
+  if (!lora_a.empty()) {
+    out.lora_a = stacked_rows(lora_a);
+    out.lora_b = block_diagonal(lora_b, rows);
+  }
+  return out;
+}
+
 Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope,
                                    const io::ModelConfig& c, const RunOptions& options)
-    : dims_{c.num_attention_heads, c.num_key_value_heads, c.head_dim(), c.rms_norm_eps, options},
-      rope_theta_(c.rope_theta) {
+    : dims_{c.num_attention_heads, c.num_key_value_heads, c.head_dim(), c.rms_norm_eps, options} {
   const std::string model = scope + ".model";
   const auto linear = [&p](const std::string& module, bool bias) {
     Linear l{p.get(module + ".weight"), bias ? p.get(module + ".bias") : at::Tensor(), {}, {}};
@@ -107,10 +245,16 @@ Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope
                             linear(l + ".self_attn.q_proj", true), linear(l + ".self_attn.k_proj", true),
                             linear(l + ".self_attn.v_proj", true), linear(l + ".self_attn.o_proj", false),
                             linear(l + ".mlp.gate_proj", false), linear(l + ".mlp.up_proj", false),
-                            linear(l + ".mlp.down_proj", false)});
+                            linear(l + ".mlp.down_proj", false), {}, {}});
+    Layer& w = layers_.back();
+    w.qkv = stacked({&w.q, &w.k, &w.v});
+    w.gate_up = stacked({&w.gate, &w.up});
+    inference_ready_ = inference_ready_ && w.qkv.weight.defined() && w.gate_up.weight.defined() &&
+                       servable(w.o) && servable(w.down);
   }
   norm_ = p.get(model + ".norm.weight");
   lm_head_ = c.tie_word_embeddings ? embed_tokens_ : p.get(scope + ".lm_head.weight");
+  inv_freq_ = rope_inverse_frequencies(dims_.head_dim, c.rope_theta, embed_tokens_.device());
 }
 
 at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
@@ -160,18 +304,7 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
   const at::Tensor& s = sin;
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
-  if (cache != nullptr && cache->write_positions.defined()) {
-    k = cache->keys[index].index_copy_(2, cache->write_positions, k);
-    v = cache->values[index].index_copy_(2, cache->write_positions, v);
-  } else if (cache != nullptr) {
-    if (cache->keys.size() <= index) {
-      cache->keys.push_back(k);
-      cache->values.push_back(v);
-    } else {
-      k = cache->keys[index] = at::cat({cache->keys[index], k}, 2);
-      v = cache->values[index] = at::cat({cache->values[index], v}, 2);
-    }
-  }
+  std::tie(k, v) = cached(cache, index, k, v);
   const at::Tensor attn = attention(q, k, v, mask, /*causal=*/true,
                                     1.0 / std::sqrt(static_cast<double>(d.head_dim)));
   const at::Tensor merged = attn.transpose(1, 2).reshape({b, t, d.heads * d.head_dim});
@@ -180,21 +313,59 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
   return x1 + project(d, at::silu(project(d, h2, w.gate)) * project(d, h2, w.up), w.down);
 }
 
+void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& signed_sin, KvCache* cache, size_t index,
+                                       const std::optional<at::Tensor>& mask) {
+  const int64_t b = x.size(0), t = x.size(1), dim = x.size(2);
+  const int64_t q_out = d.heads * d.head_dim, kv_out = d.kv_heads * d.head_dim;
+  const double scaling = d.options.lora_scaling;
+  at::Tensor rows = x.view({b * t, dim});  // the residual stream, updated in place
+
+  // [N, q_out + 2 kv_out]: q, k and v side by side in one output.
+  const at::Tensor h = fast_rms_norm(x, w.input_norm, d.eps).view({b * t, dim});
+  at::Tensor qkv = w.qkv.bias.defined() ? at::addmm(w.qkv.bias, h, w.qkv.weight.t()) : at::mm(h, w.qkv.weight.t());
+  add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
+  // q and k rotated together: [B, T, H + Hkv, Dh]; then [B, heads, T, Dh] views.
+  const at::Tensor qk =
+      rotate(qkv.narrow(1, 0, q_out + kv_out).view({b, t, d.heads + d.kv_heads, d.head_dim}), cos, signed_sin);
+  const at::Tensor q = qk.narrow(2, 0, d.heads).transpose(1, 2);
+  auto [k, v] = cached(cache, index, qk.narrow(2, d.heads, d.kv_heads).transpose(1, 2),
+                       qkv.narrow(1, q_out + kv_out, kv_out).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2));
+  const at::Tensor attn = attention(q, k, v, mask, /*causal=*/true,
+                                    1.0 / std::sqrt(static_cast<double>(d.head_dim)));  // [B, H, T, Dh]
+  const at::Tensor merged = attn.transpose(1, 2).reshape({b * t, q_out});
+  rows.addmm_(merged, w.o.weight.t());
+  add_lora(rows, merged, w.o.lora_a, w.o.lora_b, scaling);
+
+  // [N, 2I]: gate and up side by side.
+  const at::Tensor h2 = fast_rms_norm(x, w.post_norm, d.eps).view({b * t, dim});
+  at::Tensor gate_up = at::mm(h2, w.gate_up.weight.t());
+  add_lora(gate_up, h2, w.gate_up.lora_a, w.gate_up.lora_b, scaling);
+  const int64_t inter = gate_up.size(1) / 2;
+  const at::Tensor act = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
+  rows.addmm_(act, w.down.weight.t());
+  add_lora(rows, act, w.down.lora_a, w.down.lora_b, scaling);
+}
+
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
                                            const at::Tensor& position_ids, KvCache* cache,
                                            const std::optional<at::Tensor>& key_mask) const {
-  // cos/sin [B, T, Dh] -> [B, 1, T, Dh], in the activations' dtype as the reference casts them;
-  // once here rather than in every layer.
-  auto [cos_f, sin_f] = rope_tables(position_ids, dims_.head_dim, rope_theta_);
-  const at::Tensor cos = cos_f.unsqueeze(1).to(inputs_embeds.scalar_type());
-  const at::Tensor sin = sin_f.unsqueeze(1).to(inputs_embeds.scalar_type());
+  // cos/sin [B, T, Dh] in the activations' dtype, as the reference casts them; once here rather
+  // than in every layer.
+  const c10::ScalarType dtype = inputs_embeds.scalar_type();
+  auto [cos_f, sin_f] = rope_tables(position_ids, inv_freq_);
+  const at::Tensor cos = cos_f.to(dtype), sin = sin_f.to(dtype);
   std::optional<at::Tensor> mask;
-  if (key_mask) {
-    // [B, Tk] -> additive [B, 1, 1, Tk]: the dtype's lowest finite value on padding (not -inf, so
-    // a padded query row, which sees only padding, stays finite as in the reference).
-    const at::Tensor lowest = at::full({}, std::numeric_limits<float>::lowest(), inputs_embeds.options().dtype(at::kFloat));
-    mask = at::where(key_mask->eq(0), lowest, at::zeros_like(lowest))
-               .to(inputs_embeds.scalar_type()).unsqueeze(1).unsqueeze(1);
+  if (key_mask) mask = additive_mask(*key_mask, dtype);
+  const bool recording = at::GradMode::is_enabled() && inputs_embeds.requires_grad();
+  if (inference_ready_ && !dims_.options.training && !recording) {
+    const int64_t half = dims_.head_dim / 2;
+    const at::Tensor signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
+    at::Tensor x = inputs_embeds.clone(at::MemoryFormat::Contiguous);  // updated in place
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      layer_inference(dims_, layers_[i], x, cos.unsqueeze(2), signed_sin.unsqueeze(2), cache, i, mask);
+    }
+    return fast_rms_norm(x, norm_, dims_.eps);
   }
   at::Tensor x = inputs_embeds;
   const bool recompute = dims_.options.gradient_checkpointing && cache == nullptr && at::GradMode::is_enabled();
@@ -203,12 +374,12 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
     if (recompute) {
       // Everything by value: the backward pass may run after this model is gone.
       x = checkpointed(
-          [d = dims_, w, cos, sin, mask, i](const at::Tensor& in) {
+          [d = dims_, w, cos = cos.unsqueeze(1), sin = sin.unsqueeze(1), mask, i](const at::Tensor& in) {
             return layer_forward(d, w, in, cos, sin, nullptr, i, mask);
           },
           x, trainable(w));
     } else {
-      x = layer_forward(dims_, w, x, cos, sin, cache, i, mask);
+      x = layer_forward(dims_, w, x, cos.unsqueeze(1), sin.unsqueeze(1), cache, i, mask);
     }
   }
   return rms_norm(x, norm_, dims_.eps);

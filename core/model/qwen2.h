@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,11 +23,21 @@ namespace cpm::core::model {
 // `<scope>.lm_head.weight` unless the embeddings are tied.
 std::vector<ParamSpec> qwen2_parameter_specs(const io::ModelConfig& config, const std::string& scope);
 
+// The groups of keys that inference runs as one matrix multiply each, to be stored as
+// consecutive rows of one buffer (model/parameters.h stack_rows; the loader does it): per layer
+// the q/k/v weights, the q/k/v biases and the gate/up weights, in that order.
+std::vector<std::vector<std::string>> qwen2_stacked_projections(const io::ModelConfig& config,
+                                                                const std::string& scope);
+
 // RMSNorm as Qwen2 computes it: in float32, cast back to the input dtype, then scaled.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// RoPE's frequencies theta^(-2k / head_dim), k < head_dim / 2: float32 [head_dim / 2] on `device`.
+at::Tensor rope_inverse_frequencies(int64_t head_dim, double theta, c10::Device device);
+
 // RoPE tables for `position_ids` [B, T]: cos and sin [B, T, head_dim] in float32, the frequencies
-// repeated over both halves (rotate-half layout).
+// repeated over both halves (rotate-half layout). `inv_freq`: rope_inverse_frequencies.
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, const at::Tensor& inv_freq);
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t head_dim,
                                               double theta);
 
@@ -45,6 +56,19 @@ struct KvCache {
 // Thread-safe for concurrent forward calls with distinct caches (it holds only tensor handles).
 // A projection whose `<module>.lora_A.weight` and `.lora_B.weight` are in the store runs with that
 // LoRA adapter (model/lora.h); `options` gives its scaling and dropout.
+//
+// Two ways through a decoder layer, with the same results up to rounding:
+// - inference (no autograd recording, not training): q/k/v and gate/up each one matrix multiply
+//   over their stacked weights (qwen2_stacked_projections: views when the store is laid out so,
+//   else copies made here), the LoRA of a stacked group as one A and one block-diagonal B, the
+//   residual adds folded into the o/down matrix multiplies, RoPE on q and k at once: about half
+//   the kernels of the other way, which is what a decode step's time is made of;
+// - training (autograd, gradient checkpointing, LoRA dropout, float32 LoRA on a bf16 model): one
+//   projection at a time, out of place, exactly as PEFT computes it.
+// The inference way is chosen per call when nothing records gradients and the options do not say
+// training; it is never built for tensors that require grad, so tensors to be trained must
+// require grad before the model is built. Its stacked LoRA B's are copies taken here: an adapter
+// changed in place later (other than by training) needs a new model.
 class Qwen2ForCausalLM {
  public:
   Qwen2ForCausalLM(const Parameters& params, const std::string& scope, const io::ModelConfig& config,
@@ -62,6 +86,11 @@ class Qwen2ForCausalLM {
   // hidden [.., hidden] -> logits [.., vocab].
   at::Tensor logits(const at::Tensor& hidden) const;
 
+  // Identifies this model and its copies (which share its tensors), for caches of work that is
+  // only valid for these weights (serve/static_decode.h): a weak_ptr to it expires when the last
+  // copy is gone and never matches a model built later.
+  const std::shared_ptr<const int>& identity() const { return identity_; }
+
  private:
   // One linear layer: weight [out, in], optional bias [out], optional LoRA A [r, in] / B [out, r].
   struct Linear {
@@ -71,6 +100,11 @@ class Qwen2ForCausalLM {
     at::Tensor input_norm, post_norm;  // [D]
     Linear q, k, v, o;                 // q [H*Dh, D], k/v [Hkv*Dh, D], o [D, H*Dh]
     Linear gate, up, down;             // [I, D], [I, D], [D, I]
+    // The inference way's stacked projections: qkv [(H + 2 Hkv) * Dh, D] (+ bias), gate_up
+    // [2I, D]; with LoRA, A stacks the members' A's [sum r, D] and B is block-diagonal
+    // [out, sum r]. Undefined when a member's weights or LoRA are being trained or the LoRA
+    // dtype differs from the weights' (then only the training way runs).
+    Linear qkv, gate_up;
   };
   // What a decoder layer needs besides its weights. Layers run as static functions of it, so a
   // checkpointed layer's recomputation (in the backward pass) holds copies, not `this`.
@@ -79,21 +113,34 @@ class Qwen2ForCausalLM {
     double eps;
     RunOptions options;
   };
+  // Whether the inference way can run `linear` (nothing trained, LoRA in the weights' dtype).
+  static bool servable(const Linear& linear);
+  // `members` (reading the same input) as one projection: their weights and biases stacked
+  // (model/parameters.h stacked_rows), their LoRA A's stacked and B's block-diagonal; undefined
+  // when one is not servable.
+  static Linear stacked(const std::vector<const Linear*>& members);
   static at::Tensor project(const Dims& d, const at::Tensor& x, const Linear& linear);
-  // cos/sin: [B, 1, T, Dh] in the activations' dtype.
+  // The training way. cos/sin: [B, 1, T, Dh] in the activations' dtype.
   static at::Tensor layer_forward(const Dims& d, const Layer& w, const at::Tensor& x, const at::Tensor& cos,
                                   const at::Tensor& sin, KvCache* cache, size_t index,
                                   const std::optional<at::Tensor>& mask);
+  // The inference way, on the residual stream `x` [B, T, D] in place. cos and signed_sin
+  // ([-sin, sin] over the two halves): [B, T, 1, Dh] in the activations' dtype.
+  static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
+                              const at::Tensor& signed_sin, KvCache* cache, size_t index,
+                              const std::optional<at::Tensor>& mask);
   // The tensors of a layer that require grad (what a checkpointed layer returns gradients for).
   static std::vector<at::Tensor> trainable(const Layer& w);
 
   Dims dims_;
 
-  double rope_theta_;
+  at::Tensor inv_freq_;      // [Dh / 2] float32, RoPE's frequencies
   at::Tensor embed_tokens_;  // [V, D]
   std::vector<Layer> layers_;
+  bool inference_ready_ = true;  // every layer has its stacked projections
   at::Tensor norm_;     // [D]
   at::Tensor lm_head_;  // [V, D]
+  std::shared_ptr<const int> identity_ = std::make_shared<const int>(0);
 };
 
 }  // namespace cpm::core::model

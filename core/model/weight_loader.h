@@ -39,9 +39,12 @@ bool is_skipped_key(const std::string& name);
 
 // Loads every spec from `checkpoint` into `out`. Strict: any missing, unexpected or mis-shaped
 // tensor is INVALID_ARGUMENT listing them (the first few of each kind and the counts), and `out`
-// is left untouched.
+// is left untouched. The tensors of each group in `stacked` (spec names, equal trailing sizes) are
+// loaded straight into consecutive rows of one buffer and stored as views of it (see stack_rows
+// in model/parameters.h), so that the fused projections cost no second copy.
 absl::StatusOr<LoadReport> load_parameters(const io::SafetensorsCheckpoint& checkpoint,
                                            const std::vector<ParamSpec>& specs,
-                                           const LoadOptions& options, Parameters& out);
+                                           const LoadOptions& options, Parameters& out,
+                                           const std::vector<std::vector<std::string>>& stacked = {});
 
 }  // namespace cpm::core::model

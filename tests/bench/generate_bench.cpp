@@ -4,16 +4,22 @@
 // transformers' generate(): each request is one 448x448 image (1,024 patches -> 64 placeholder
 // tokens) inside a 94-token prompt, exactly 64 new tokens (no stop ids), batches of 1, 8 and 32
 // requests; the bare model and the same model with an unmerged LoRA adapter (r 64, alpha 16 on
-// q/k/v/o, lora_B ~ N(0, 1e-3) so it changes the output). Time to first token covers the vision
-// tower, the resampler and the prefill; decode ms/token = (t(64 tokens) - t(1 token)) / 63, the
-// baseline's GPU-time formula, here on wall time (a CUDA graph's capture lands in it). Each variant
-// runs with the static cache eagerly and with the static cache + CUDA graph (the default on CUDA). 1 warm-up, then
-// the median of 5. Not a test.
-//   generate_bench --model DIR [--batches 1,8,32] > results.jsonl
+// q/k/v/o in the model's dtype, as cpmd serves adapters; lora_B ~ N(0, 1e-3) so it changes the
+// output). Time to first token covers the vision tower, the resampler and the prefill; decode
+// ms/token = (t(64 tokens) - t(1 token)) / 63, the baseline's GPU-time formula, here on wall time.
+// Each variant decodes with the static cache and CUDA graphs kept across requests (the default on
+// CUDA: the warm-up request captures, the timed ones replay); --eager adds the same without graphs.
+// 1 warm-up, then the median of 5. Not a test.
+//   generate_bench (--model DIR | --random-full) [--batches 1,8,32] [--eager] > results.jsonl
+// --random-full draws the full preset's weights on the device (as cpm-tool mkmodel writes them:
+// normal(0, 0.02), norms one, biases zero; laid out as load_model lays them out) instead of reading
+// a checkpoint.
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/randn_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +31,7 @@
 #include "common/device.h"
 #include "model/adapter.h"
 #include "model/load.h"
+#include "model/random_checkpoint.h"
 #include "serve/static_decode.h"
 
 namespace {
@@ -61,6 +68,29 @@ Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::
   return r;
 }
 
+// The full preset with random weights on `device` in bf16, laid out as load_model lays it out (the
+// stacked projections in one buffer each). Weights are drawn from the device's generator.
+std::unique_ptr<core::model::LoadedModel> random_full_model(const std::string& device, double& seconds) {
+  const auto start = std::chrono::steady_clock::now();
+  auto m = std::make_unique<core::model::LoadedModel>();
+  m->configs.model = core::model::full_config();
+  const auto options = at::TensorOptions().device(c10::Device(device)).dtype(at::kBFloat16);
+  for (const core::model::ParamSpec& spec : core::model::minicpmo_parameter_specs(m->configs.model)) {
+    at::Tensor t = spec.init == core::model::Init::kOnes    ? at::ones(spec.shape, options)
+                   : spec.init == core::model::Init::kZeros ? at::zeros(spec.shape, options)
+                                                            : at::empty(spec.shape, options).normal_(0.0, 0.02);
+    m->report.num_parameters += t.numel();
+    m->params.set(spec.name, std::move(t));
+  }
+  for (const auto& group : core::model::qwen2_stacked_projections(m->configs.model, "llm")) {
+    core::model::stack_rows(m->params, group);
+  }
+  m->model = std::make_unique<core::model::MiniCPMO>(m->params, m->configs.model);
+  core::cuda_synchronize(0);
+  seconds = bench::seconds_since(start);
+  return m;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,15 +98,23 @@ int main(int argc, char** argv) {
   std::string model_dir, batches = "1,8,32";
   int repeats = 5;
   std::string device = "cuda:0";
-  app.add_option("--model", model_dir, "checkpoint directory")->required();
+  bool random_full = false, eager = false;
+  app.add_option("--model", model_dir, "checkpoint directory");
+  app.add_flag("--random-full", random_full, "the full preset with random weights, drawn on the device");
   app.add_option("--device", device, "cuda:0, or cpu for a smoke test");
   app.add_option("--batches", batches);
   app.add_option("--repeats", repeats);
+  app.add_flag("--eager", eager, "also decode without CUDA graphs");
   CLI11_PARSE(app, argc, argv);
+  if (model_dir.empty() == !random_full) {
+    std::fprintf(stderr, "give one of --model DIR and --random-full\n");
+    return 2;
+  }
   at::NoGradGuard no_grad;
 
   double load_s = 0;
-  const std::unique_ptr<core::model::LoadedModel> loaded = bench::load_model(model_dir, device, load_s);
+  const std::unique_ptr<core::model::LoadedModel> loaded =
+      random_full ? random_full_model(device, load_s) : bench::load_model(model_dir, device, load_s);
   if (!loaded) return 1;
   const core::model::LoadedModel& m = *loaded;
   std::printf("%s\n", json({{"load_s", load_s}, {"parameters", m.report.num_parameters},
@@ -101,7 +139,9 @@ int main(int argc, char** argv) {
   const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(m.params.get("llm.model.norm.weight").device(), m.params.get("llm.model.norm.weight").scalar_type());
   const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(m.params.get("llm.model.norm.weight").device());
   std::vector<int32_t> base_tokens;
-  for (const std::string variant : {"base", "lora_unmerged", "base_cuda_graph", "lora_unmerged_cuda_graph"}) {
+  std::vector<std::string> variants = {"base_cuda_graph", "lora_unmerged_cuda_graph"};
+  if (eager) variants.insert(variants.begin(), {"base", "lora_unmerged"});
+  for (const std::string& variant : variants) {
     const core::model::MiniCPMO& model = variant.rfind("base", 0) == 0 ? *m.model : with_lora;
     const bool graph = variant.find("cuda_graph") != std::string::npos;
     std::stringstream list(batches);
@@ -116,7 +156,7 @@ int main(int argc, char** argv) {
         last = run(model, pixels, ids, batch, kNewTokens, graph);
         total.push_back(last.total);
       }
-      if (batch == 1 && variant == "base") base_tokens = last.first_row;
+      if (batch == 1 && variant == variants.front()) base_tokens = last.first_row;
       const double t64 = bench::median(total), t1 = bench::median(ttft);
       const json out = {{"variant", variant},
                         {"batch", batch},
@@ -128,7 +168,8 @@ int main(int argc, char** argv) {
                         {"new_tokens", last.first_row.size()},
                         {"differs_from_base", !base_tokens.empty() && last.first_row != base_tokens},
                         {"first_tokens", std::vector<int32_t>(last.first_row.begin(), last.first_row.begin() + 8)},
-                        {"peak_allocated_gib", core::cuda_memory(0).peak_allocated_bytes / double(1 << 30)}};
+                        {"peak_allocated_gib", core::cuda_memory(0).peak_allocated_bytes / double(1 << 30)},
+                        {"cached_graphs", core::serve::shared_decode_graphs().graphs()}};
       std::printf("%s\n", out.dump().c_str());
       std::fflush(stdout);
     }

@@ -5,6 +5,7 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/randn.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -60,6 +61,86 @@ TEST(Qwen2, MatchesTransformersInFloat32) {
   EXPECT_LT(hidden_err, 1e-4);
   EXPECT_LT(logits_err, 1e-4);
   EXPECT_TRUE(logits.argmax(-1).equal(g.checkpoint.tensor("golden.logits")->argmax(-1)));
+}
+
+Parameters llm_params(const Golden& g) {
+  Parameters params;
+  for (const ParamSpec& spec : llm_specs(g.config)) params.set(spec.name, g.checkpoint.tensor(spec.name)->clone());
+  return params;
+}
+
+// The inference way (stacked projections, block-diagonal LoRA, in-place residual, grouped decode
+// attention) computes what the training way (one projection at a time, as PEFT) does, with and
+// without LoRA, over a whole sequence and a cached decode step.
+TEST(Qwen2, InferenceWayEqualsTheTrainingWay) {
+  const Golden g = golden();
+  Parameters params = llm_params(g);
+  const at::Tensor ids = *g.checkpoint.tensor("golden.input_ids");
+  const at::Tensor positions = *g.checkpoint.tensor("golden.position_ids");
+  for (const bool lora : {false, true}) {
+    if (lora) {
+      // q/k/v and o (layer 0), down (layer 0), gate only (layer 1): whole and partial groups.
+      for (const char* module : {"layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj",
+                                 "layers.0.self_attn.o_proj", "layers.0.mlp.down_proj", "layers.1.mlp.gate_proj"}) {
+        const std::string name = std::string("llm.model.") + module;
+        const at::Tensor& w = params.get(name + ".weight");
+        params.set(lora_a_name(name), at::randn({4, w.size(1)}) * 0.1);
+        params.set(lora_b_name(name), at::randn({w.size(0), 4}) * 0.1);
+      }
+    }
+    RunOptions serving;
+    serving.lora_scaling = 2.0;
+    RunOptions training = serving;
+    training.training = true;
+    const Qwen2ForCausalLM fast(params, "llm", g.config, serving), exact(params, "llm", g.config, training);
+    const at::Tensor want = exact.hidden_states(exact.embed(ids), positions);
+    const double err = max_rel_error(fast.hidden_states(fast.embed(ids), positions), want);
+    EXPECT_LT(err, 1e-5) << (lora ? "with" : "without") << " LoRA";
+    // The last position as a decode step after a cached prefix.
+    const int64_t t = ids.size(1);
+    KvCache fast_cache, exact_cache;
+    fast.hidden_states(fast.embed(ids.narrow(1, 0, t - 1)), positions.narrow(1, 0, t - 1), &fast_cache);
+    exact.hidden_states(exact.embed(ids.narrow(1, 0, t - 1)), positions.narrow(1, 0, t - 1), &exact_cache);
+    const at::Tensor step = fast.hidden_states(fast.embed(ids.narrow(1, t - 1, 1)), positions.narrow(1, t - 1, 1), &fast_cache);
+    EXPECT_LT(max_rel_error(step, exact.hidden_states(exact.embed(ids.narrow(1, t - 1, 1)),
+                                                      positions.narrow(1, t - 1, 1), &exact_cache)),
+              1e-5);
+    EXPECT_LT(max_rel_error(step[0][0], want[0][t - 1]), 1e-5);
+  }
+}
+
+// The loader puts q/k/v (weights, biases) and gate/up into one buffer each: the store holds views
+// of it under the checkpoint keys, with the checkpoint's values, and the model runs them unchanged.
+TEST(WeightLoader, StacksTheFusedProjectionsIntoOneBuffer) {
+  const Golden g = golden();
+  Parameters stacked;
+  ASSERT_TRUE(load_parameters(g.checkpoint, testing::with_goldens(llm_specs(g.config), g.checkpoint), {}, stacked,
+                              qwen2_stacked_projections(g.config, "llm"))
+                  .ok());
+  const std::string attn = "llm.model.layers.1.self_attn.";
+  const at::Tensor& q = stacked.get(attn + "q_proj.weight");
+  const at::Tensor& k = stacked.get(attn + "k_proj.weight");
+  const at::Tensor& v = stacked.get(attn + "v_proj.weight");
+  EXPECT_TRUE(k.storage().is_alias_of(q.storage()));
+  EXPECT_EQ(k.data_ptr<float>(), q.data_ptr<float>() + q.numel());
+  EXPECT_EQ(v.data_ptr<float>(), k.data_ptr<float>() + k.numel());
+  EXPECT_TRUE(q.equal(*g.checkpoint.tensor(attn + "q_proj.weight")));
+  EXPECT_TRUE(v.equal(*g.checkpoint.tensor(attn + "v_proj.weight")));
+  const at::Tensor& up = stacked.get("llm.model.layers.0.mlp.up_proj.weight");
+  EXPECT_EQ(up.data_ptr<float>(), stacked.get("llm.model.layers.0.mlp.gate_proj.weight").data_ptr<float>() +
+                                      up.numel());
+  // Back to back: a view; otherwise a copy.
+  const at::Tensor qkv = stacked_rows({q, k, v});
+  EXPECT_EQ(qkv.data_ptr(), q.data_ptr());
+  EXPECT_TRUE(qkv.equal(at::cat({q, k, v})));
+  const at::Tensor vq = stacked_rows({v, q});
+  EXPECT_NE(vq.data_ptr(), v.data_ptr());
+  EXPECT_TRUE(vq.equal(at::cat({v, q})));
+  // The same numbers through the model, stacked by the loader or copied into a stack by the model.
+  const at::Tensor ids = *g.checkpoint.tensor("golden.input_ids");
+  const at::Tensor positions = *g.checkpoint.tensor("golden.position_ids");
+  const Qwen2ForCausalLM a(stacked, "llm", g.config), b(llm_params(g), "llm", g.config);
+  EXPECT_TRUE(a.hidden_states(a.embed(ids), positions).equal(b.hidden_states(b.embed(ids), positions)));
 }
 
 TEST(Qwen2, SpecsMatchTheCheckpointTableForTheRealModel) {
