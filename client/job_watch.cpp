@@ -22,6 +22,7 @@ struct Seen {
   int64_t last_step = -1;
   cpm::v1::JobState state = cpm::v1::JOB_STATE_UNSPECIFIED;
   std::string reason;  // of the last state change, or the snapshot's error
+  bool any = false;    // an event arrived
 };
 
 std::string checkpoint_line(const cpm::v1::CheckpointSaved& c) {
@@ -30,6 +31,7 @@ std::string checkpoint_line(const cpm::v1::CheckpointSaved& c) {
 }
 
 void track(const JobEvent& event, Seen& seen) {
+  seen.any = true;
   seen.last_step = std::max(seen.last_step, event.step());
   if (event.has_snapshot()) {
     seen.state = event.snapshot().state();
@@ -105,6 +107,14 @@ int follow_job(cpm::v1::Training::Stub& stub, const GlobalOptions& global, const
                  seen.last_step >= 0 ? (" after step " + std::to_string(seen.last_step)).c_str() : "",
                  reattach_command(request.job_id, seen.last_step).c_str());
     return kExitInterrupted;
+  }
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && seen.any) {
+    // The daemon went away mid-watch (a restart, say): the job resumes from its checkpoint when it
+    // is back, and the watch can pick up where it stopped.
+    std::fprintf(stderr, "cpmctl: lost cpmd at %s while watching job %s (%s); re-attach when it is back: %s\n",
+                 global.server.c_str(), request.job_id.c_str(), status.error_message().c_str(),
+                 reattach_command(request.job_id, seen.last_step).c_str());
+    return kExitUnreachable;
   }
   if (!status.ok()) return report_error(status, global.server, "watch of job " + request.job_id);
   // The stream ends after the terminal event; the job itself names the adapter, and says the state

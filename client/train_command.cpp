@@ -5,7 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
-#include <memory>
+#include <functional>
 
 #include "connection.h"
 #include "cpm/v1/training.grpc.pb.h"
