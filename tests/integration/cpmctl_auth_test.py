@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cpmctl's TLS and bearer tokens against the real cpmd serving TLS with an admin and an inference
+token (tiny random checkpoint, CPU): --tls-ca / --token, CPM_TLS_CA / CPM_TOKEN and the config file, with their
+precedence; what a missing, wrong or too weak token gives; a plaintext client or an untrusted CA
+against a TLS daemon; and that no token ever shows in cpmctl's output.
+
+Certificates are made at test time with the `openssl` command.
+"""
+import json
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+
+from cpmd_harness import Daemon, cpmctl, make_tiny_model
+
+ADMIN = "admin-" + os.urandom(16).hex()
+INFERENCE = "inference-" + os.urandom(16).hex()
+WRONG = "wrong-" + os.urandom(16).hex()
+
+
+def openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d):
+    """ca.crt signs server.crt (127.0.0.1); other-ca.crt signs nothing cpmd uses."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for ca in ("ca", "other-ca"):
+        openssl(d, "req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}")
+    openssl(d, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
+    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+
+
+class CpmctlAuthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="cpmctl-auth-")
+        make_pki(cls.tmp.name)
+        model = make_tiny_model(os.path.join(cls.tmp.name, "tiny"))
+        env = dict(os.environ, CPMD_ADMIN_TOKEN=ADMIN, CPMD_INFERENCE_TOKEN=INFERENCE)
+        pki = os.path.join(cls.tmp.name, "server")
+        cls.daemon = Daemon("--model", model, "--tls-cert-file", pki + ".crt", "--tls-key-file", pki + ".key",
+                            env=env).start()
+        # Adapters (an admin service) answer once the model is loaded.
+        ca = os.path.join(cls.tmp.name, "ca.crt")
+        for _ in range(600):
+            r = cpmctl("--server", cls.daemon.address, "--tls-ca", ca, "--token", ADMIN, "health", "--service",
+                       "cpm.v1.Ocr")
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.daemon.stop()
+        log = cls.daemon.log()
+        cls.daemon.close()
+        cls.tmp.cleanup()
+        assert code == 0, f"cpmd exited {code} on SIGTERM:\n{log}"
+
+    def pki(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def ctl(self, *args, env_extra=None):
+        r = cpmctl("--server", self.daemon.address, "--timeout", "20", *args, env_extra=env_extra)
+        for secret in (ADMIN, INFERENCE, WRONG):
+            self.assertNotIn(secret, r.stdout + r.stderr)
+        return r
+
+    def assert_ok(self, r):
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def assert_one_line_error(self, r, code, *words):
+        self.assertEqual(r.returncode, code, r.stdout + r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        for w in words:
+            self.assertIn(w, r.stderr)
+
+    def test_flags(self):
+        ca = self.pki("ca.crt")
+        info = json.loads(self.assert_ok(self.ctl("--tls-ca", ca, "--token", INFERENCE, "--json", "info")).stdout)
+        self.assertEqual(info["status"]["grpc_address"].rsplit(":", 1)[1], str(self.daemon.grpc_port))
+        self.assert_ok(self.ctl("--tls-ca", ca, "--token", ADMIN, "adapters"))
+        # Health is open: probes cannot send tokens.
+        self.assert_ok(self.ctl("--tls-ca", ca, "health"))
+        self.assert_one_line_error(self.ctl("--tls-ca", ca, "adapters"), 1, "UNAUTHENTICATED")
+        self.assert_one_line_error(self.ctl("--tls-ca", ca, "--token", WRONG, "info"), 1, "UNAUTHENTICATED")
+        self.assert_one_line_error(self.ctl("--tls-ca", ca, "--token", INFERENCE, "adapters"), 1, "PERMISSION_DENIED")
+        # The metrics summary asks where /metrics is over TLS with the token, then reads it.
+        r = self.assert_ok(self.ctl("--tls-ca", ca, "--token", INFERENCE, "metrics"))
+        self.assertIn("cpm.v1.Admin/GetInfo", r.stdout)
+
+    def test_tls_failures_are_unreachable_or_usage(self):
+        self.assert_one_line_error(self.ctl("--token", ADMIN, "info"), 3, "cannot reach cpmd")  # plaintext
+        self.assert_one_line_error(self.ctl("--tls-ca", self.pki("other-ca.crt"), "--token", ADMIN, "info"), 3,
+                                   "cannot reach cpmd")
+        self.assert_one_line_error(self.ctl("--tls-ca", self.pki("missing.crt"), "info"), 2, "missing.crt",
+                                   "--tls-ca")
+
+    def test_environment_and_config_file(self):
+        env = {"CPM_TLS_CA": self.pki("ca.crt"), "CPM_TOKEN": ADMIN}
+        self.assert_ok(self.ctl("adapters", env_extra=env))
+        # A flag beats the environment.
+        self.assert_one_line_error(self.ctl("--token", INFERENCE, "adapters", env_extra=env), 1, "PERMISSION_DENIED")
+
+        home = tempfile.mkdtemp(dir=self.tmp.name)
+        os.makedirs(os.path.join(home, "cpmctl"))
+        config = os.path.join(home, "cpmctl", "config.json")
+        os.symlink(self.pki("ca.crt"), os.path.join(home, "cpmctl", "ca.pem"))
+        with open(config, "w") as f:
+            json.dump({"server": self.daemon.address, "token": ADMIN, "tls_ca": "ca.pem"}, f)
+        os.chmod(config, 0o600)
+        file_only = {"XDG_CONFIG_HOME": home}
+        r = cpmctl("adapters", env_extra=file_only)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        # The environment beats the file.
+        r = cpmctl("adapters", env_extra={**file_only, "CPM_TOKEN": INFERENCE})
+        self.assert_one_line_error(r, 1, "PERMISSION_DENIED")
+        # A token in a file others can read works, with a warning that names the file, not the token.
+        os.chmod(config, 0o644)
+        r = cpmctl("adapters", env_extra=file_only)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"{config} holds a token and other users may read it", r.stderr)
+        self.assertNotIn(ADMIN, r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
