@@ -18,16 +18,19 @@
 #include "admin_service.h"
 #include "common/build_info.h"
 #include "common/logging.h"
+#include "dataset_upload.h"
 #include "grpc_metrics.h"
 #include "grpc_security.h"
 #include "io/model_config.h"
+#include "job_manager.h"
 #include "job_store.h"
 #include "metrics_http.h"
 #include "model_host.h"
 #include "ocr_service.h"
 #include "process_metrics.h"
 #include "serving_metrics.h"
-#include "unimplemented_services.h"
+#include "training_metrics.h"
+#include "training_service.h"
 
 namespace cpm::server {
 namespace {
@@ -105,7 +108,7 @@ void log_security(const GrpcSecurity& security, const DaemonConfig& config) {
 }
 
 // The services that need the model.
-constexpr const char* kModelServices[] = {"cpm.v1.Ocr", "cpm.v1.Adapters"};
+constexpr const char* kModelServices[] = {"cpm.v1.Ocr", "cpm.v1.Adapters", "cpm.v1.Training"};
 
 }  // namespace
 
@@ -118,10 +121,13 @@ struct Daemon::State {
   std::unique_ptr<JobStore> job_store;
   Registry registry;
   std::unique_ptr<ServingMetrics> serving_metrics;
+  std::unique_ptr<TrainingMetrics> training_metrics;
   std::unique_ptr<ModelHost> host;
+  std::unique_ptr<JobManager> jobs;
+  std::unique_ptr<DatasetUploads> uploads;
   std::unique_ptr<MetricsHttpServer> metrics_http;
   std::unique_ptr<AdminService> admin;
-  UnimplementedTraining training;
+  std::unique_ptr<TrainingService> training;
   std::unique_ptr<AdaptersService> adapters;
   std::unique_ptr<OcrService> ocr;
   std::unique_ptr<grpc::Server> server;
@@ -171,6 +177,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
   if (!host.ok()) return host.status();
   st->host = std::move(*host);
   st->serving_metrics->watch(*st->host);
+  st->training_metrics = std::make_unique<TrainingMetrics>(st->registry);
+  st->training_metrics->watch(*st->job_store);
+  JobManagerOptions job_options;
+  job_options.data_dir = data_dir.string();
+  job_options.base_model = config.model;
+  auto jobs = JobManager::start(*st->job_store, *st->host, *st->training_metrics, job_options);
+  if (!jobs.ok()) return jobs.status();
+  st->jobs = std::move(*jobs);
+  st->uploads = std::make_unique<DatasetUploads>(*st->job_store, *st->host, (data_dir / "datasets").string());
   auto roots = adapter_roots(config, data_dir);
   if (!roots.ok()) return roots.status();
 
@@ -215,15 +230,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
   }
   facts.metrics_address = metrics_address;
   facts.start_time = started;
-  facts.unimplemented_services = {"cpm.v1.Training"};
   st->admin = std::make_unique<AdminService>(facts, *st->host);
   // Chunks leave room for the rest of the message within the message size limit.
   const size_t chunk_bytes =
       static_cast<size_t>(std::min<int64_t>(int64_t{1} << 20, config.max_message_bytes / 2));
   st->adapters = std::make_unique<AdaptersService>(*st->host, *std::move(roots), chunk_bytes);
   st->ocr = std::make_unique<OcrService>(*st->host, *st->serving_metrics);
+  st->training = std::make_unique<TrainingService>(*st->jobs, *st->uploads);
   builder.RegisterService(st->admin.get());
-  builder.RegisterService(&st->training);
+  builder.RegisterService(st->training.get());
   builder.RegisterService(st->adapters.get());
   builder.RegisterService(st->ocr.get());
   st->server = builder.BuildAndStart();
@@ -244,11 +259,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
     health->SetServingStatus(name, false);
   }
   for (const char* name : kModelServices) health->SetServingStatus(name, false);
-  st->host->start_loading([health](const ModelStatus& status) {
+  st->host->start_loading([health, jobs = st->jobs.get()](const ModelStatus& status) {
     // After the health service's Shutdown() this is ignored, so shutting down stays NOT_SERVING.
     for (const char* name : kModelServices) {
       health->SetServingStatus(name, status.state == ModelState::kReady);
     }
+    if (status.state == ModelState::kReady) jobs->on_model_ready();
   });
   log_info("grpc listening", {{"addr", grpc_address}, {"port", st->grpc_port}});
   log_security(*security, config);
@@ -262,12 +278,16 @@ void Daemon::shutdown(std::chrono::seconds grace) {
   State& st = *state_;
   if (st.shut_down) return;
   st.shut_down = true;
+  // Job watchers end at once (they could wait for hours), telling clients how to re-attach.
+  if (st.jobs) st.jobs->begin_shutdown();
   if (st.server) {
     // Probes see NOT_SERVING at once; in-flight calls get `grace` to finish.
     st.server->GetHealthCheckService()->Shutdown();
     st.server->Shutdown(std::chrono::system_clock::now() + grace);
     st.server->Wait();
   }
+  // The running job checkpoints and pauses while the engine still runs; it resumes on restart.
+  if (st.jobs) st.jobs->shutdown();
   // No call can reach the engine any more: what is still queued fails, then the engine stops.
   if (st.host) st.host->shutdown();
   st.metrics_http.reset();

@@ -1,10 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "cpm/v1/training.pb.h"
 
 struct sqlite3;
 
@@ -13,7 +21,8 @@ namespace cpm::server {
 // The daemon's durable state: one SQLite file (WAL mode) in the data directory holding jobs, their
 // progress events and uploaded datasets. Opening applies any pending schema migrations in one
 // transaction; a file written by a newer cpmd (higher schema version) is refused rather than
-// guessed at. Not thread-safe: the daemon serialises access.
+// guessed at. Jobs and datasets are kept as their serialized cpm.v1 messages beside the columns
+// that queries filter and sort on. Thread-safe (one connection behind a mutex).
 class JobStore {
  public:
   // Creates the file if missing. Errors name the path: FAILED_PRECONDITION for a file that is not
@@ -30,14 +39,57 @@ class JobStore {
   absl::StatusOr<std::string> journal_mode();
   const std::string& path() const { return path_; }
 
- private:
-  JobStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
-  absl::Status exec(const std::string& sql);
-  absl::StatusOr<std::string> query_text(const std::string& sql);
-  absl::Status migrate();
+  // ---- Jobs. Writes of a job and its events commit together (a crash keeps both or neither).
+  // ALREADY_EXISTS when the id or the name is taken.
+  absl::Status insert_job(const cpm::v1::Job& job, const cpm::v1::JobEvent& event);
+  // Replaces the stored job (same id) and appends `events` (their seq numbers follow the last).
+  absl::Status update_job(const cpm::v1::Job& job, const std::vector<cpm::v1::JobEvent>& events = {});
+  absl::StatusOr<std::optional<cpm::v1::Job>> job(const std::string& id);
+  absl::StatusOr<bool> job_name_taken(const std::string& name);
+  // Jobs in `states` (empty: all). Newest first, `offset`/`limit` paging; `total` gets the count of
+  // all matches. With oldest_first, in submission order (the scheduler's queue).
+  absl::StatusOr<std::vector<cpm::v1::Job>> jobs(const std::vector<cpm::v1::JobState>& states,
+                                                  int64_t offset, int64_t limit, int64_t* total = nullptr,
+                                                  bool oldest_first = false);
+  // Events of job `id` with seq > after_seq and step >= from_step, in order, with their seq.
+  using SequencedEvent = std::pair<int64_t, cpm::v1::JobEvent>;
+  absl::StatusOr<std::vector<SequencedEvent>> events(const std::string& id, int64_t after_seq,
+                                                     int64_t from_step = 0);
+  // Highest seq of job `id` (0 when it has none).
+  absl::StatusOr<int64_t> last_seq(const std::string& id);
+  // Drops the progress, eval and checkpoint events after `step`: a job resumed from the
+  // checkpoint of `step` records those steps again (state changes stay).
+  absl::Status drop_events_after(const std::string& id, int64_t step);
 
-  std::string path_;
-  sqlite3* db_;
+  // ---- Uploaded datasets: the Dataset message, its folder and the dataset file inside it.
+  struct StoredDataset {
+    cpm::v1::Dataset dataset;
+    std::string dir;
+    std::string dataset_file;  // relative to dir
+  };
+  absl::Status insert_dataset(const StoredDataset& dataset);
+  absl::StatusOr<std::optional<StoredDataset>> dataset(const std::string& id);
+  // Newest first.
+  absl::StatusOr<std::vector<StoredDataset>> datasets(int64_t offset, int64_t limit,
+                                                      int64_t* total = nullptr);
+
+ private:
+  class Statement;
+  JobStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  absl::Status exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::string> query_text(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status append_events(const std::string& id, const std::vector<cpm::v1::JobEvent>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `body` in a transaction: COMMIT when it succeeds, ROLLBACK otherwise.
+  absl::Status transaction(const std::function<absl::Status()>& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status error(const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A row of the dataset columns.
+  static StoredDataset dataset_row(Statement& st);
+
+  const std::string path_;
+  std::mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cpm::server

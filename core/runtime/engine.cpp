@@ -549,7 +549,7 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
 void Engine::run_background(const BackgroundTask& task) {
   bool more = false;
   try {
-    more = (*task)();
+    more = (*task)(*model_);
   } catch (const std::exception& e) {
     log_error("background task failed; detached", {{"error", e.what()}});
   } catch (...) {
@@ -566,13 +566,13 @@ void Engine::run_background(const BackgroundTask& task) {
   if (options_.observer) options_.observer->on_background_step();
 }
 
-absl::Status Engine::set_background_task(std::function<bool()> step) {
+absl::Status Engine::set_background_task(BackgroundStep step) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_locked())
       return absl::UnavailableError("engine: not serving (not started, or shutting down)");
     if (background_) retired_.push_back(std::move(background_));
-    background_ = step ? std::make_shared<std::function<bool()>>(std::move(step)) : nullptr;
+    background_ = step ? std::make_shared<BackgroundStep>(std::move(step)) : nullptr;
     ++changes_;
   }
   cv_.notify_all();

@@ -146,11 +146,18 @@ class Engine {
   absl::StatusOr<AdapterInfo> adapter(const std::string& name) const;
   AdapterList adapters() const;
 
-  // Attaches the background work (a training job): the engine thread calls `step` between OCR
-  // cycles, one step per call, until it returns false or throws (logged), or another task (or
-  // nullptr) replaces it. `step` and what it holds are destroyed on the engine thread.
-  // UNAVAILABLE unless running.
-  absl::Status set_background_task(std::function<bool()> step);
+  // Attaches the background work (a training job): the engine thread calls `step` with the base
+  // model between OCR cycles, one step per call, until it returns false or throws (logged), or
+  // another task (or nullptr) replaces it. `step` and what it holds are destroyed on the engine
+  // thread. UNAVAILABLE unless running.
+  using BackgroundStep = std::function<bool(const model::LoadedModel&)>;
+  absl::Status set_background_task(BackgroundStep step);
+
+  // The model's host-side parts (configs, tokenizer, chat template): immutable, so any thread may
+  // read them, e.g. to validate a dataset. Its tensors belong to the engine thread.
+  const io::CheckpointConfigs& configs() const { return model_->configs; }
+  const io::Tokenizer& tokenizer() const { return *model_->tokenizer; }
+  const io::ChatTemplate& chat_template() const { return model_->chat_template; }
 
   EngineStats stats() const;
 
@@ -161,7 +168,7 @@ class Engine {
     std::function<void()> run;
     std::function<void()> abandon;
   };
-  using BackgroundTask = std::shared_ptr<std::function<bool()>>;
+  using BackgroundTask = std::shared_ptr<BackgroundStep>;
   // What the loop does next.
   struct Work {
     enum class Kind { kNothing, kTask, kBatch, kBackground, kExit };

@@ -17,7 +17,7 @@ import grpc
 
 from cpmd_harness import Daemon, cpmctl, binary
 
-from cpm.v1 import admin_pb2, admin_pb2_grpc, ocr_pb2, ocr_pb2_grpc, training_pb2, training_pb2_grpc
+from cpm.v1 import admin_pb2, admin_pb2_grpc, common_pb2, ocr_pb2, ocr_pb2_grpc, training_pb2, training_pb2_grpc
 import health_pb2
 import health_pb2_grpc
 import reflection_pb2
@@ -51,7 +51,7 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertEqual(json.loads(r.stdout)["status"], "SERVING")
 
     def test_cpmctl_health_of_services_that_cannot_serve(self):
-        # Training is not implemented yet; Ocr needs a model.
+        # Training and Ocr need a model.
         for service in ("cpm.v1.Training", "cpm.v1.Ocr"):
             r = cpmctl("--server", self.daemon.address, "health", "--service", service)
             self.assertEqual(r.returncode, 1)
@@ -88,22 +88,24 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertEqual(info.build.grpc_version.split(".")[0], "1")
         self.assertGreaterEqual(info.status.uptime.seconds, 0)
         self.assertGreater(info.status.resident_memory_bytes, 1 << 20)
-        self.assertEqual(list(info.status.unimplemented_services), ["cpm.v1.Training"])
+        self.assertEqual(list(info.status.unimplemented_services), [])
 
-    def test_unimplemented_calls_say_so(self):
+    def test_training_without_a_model_says_what_to_do(self):
+        stub = training_pb2_grpc.TrainingStub(self.channel)
+        # What needs the model's tokenizer says so; what only reads the job store answers.
         with self.assertRaises(grpc.RpcError) as e:
-            training_pb2_grpc.TrainingStub(self.channel).SubmitJob(training_pb2.SubmitJobRequest(), timeout=10)
-        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertIn("cpm.v1.Training/SubmitJob is not implemented", e.exception.details())
-        # Streaming calls too.
-        stream = training_pb2_grpc.TrainingStub(self.channel).WatchJob(training_pb2.WatchJobRequest(id="x"), timeout=10)
+            stub.SubmitJob(training_pb2.SubmitJobRequest(spec=training_pb2.JobSpec(dataset_id="ds-1")), timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("--model", e.exception.details())
+        manifest = training_pb2.DatasetManifest(dataset_file="a.csv", files=[common_pb2.FileInfo(
+            path="a.csv", size_bytes=0, sha256="e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")])
         with self.assertRaises(grpc.RpcError) as e:
-            list(stream)
-        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertIn("WatchJob", e.exception.details())
+            stub.UploadDataset(iter([training_pb2.UploadDatasetRequest(manifest=manifest)]), timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(len(stub.ListJobs(training_pb2.ListJobsRequest(), timeout=10).jobs), 0)
         with self.assertRaises(grpc.RpcError) as e:
-            training_pb2_grpc.TrainingStub(self.channel).UploadDataset(iter([training_pb2.UploadDatasetRequest()]), timeout=10)
-        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            list(stub.WatchJob(training_pb2.WatchJobRequest(id="x"), timeout=10))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_reflection_lists_every_service(self):
         stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
@@ -119,8 +121,7 @@ class RunningDaemonTest(unittest.TestCase):
 
     def test_metrics_scrape_passes_promtool_and_counts_rpcs(self):
         cpmctl("--server", self.daemon.address, "health")
-        with self.assertRaises(grpc.RpcError):
-            training_pb2_grpc.TrainingStub(self.channel).ListJobs(training_pb2.ListJobsRequest(), timeout=10)
+        training_pb2_grpc.TrainingStub(self.channel).ListJobs(training_pb2.ListJobsRequest(), timeout=10)
         content_type, text = self.daemon.scrape()
         self.assertTrue(content_type.startswith("text/plain; version=0.0.4"), content_type)
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
@@ -132,7 +133,7 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertRegex(text, r'\ngrpc_server_handled_total\{grpc_type="unary",grpc_service="grpc.health.v1.Health",'
                                r'grpc_method="Check",grpc_code="OK"\} [1-9]')
         self.assertRegex(text, r'\ngrpc_server_handled_total\{grpc_type="unary",grpc_service="cpm.v1.Training",'
-                               r'grpc_method="ListJobs",grpc_code="UNIMPLEMENTED"\} [1-9]')
+                               r'grpc_method="ListJobs",grpc_code="OK"\} [1-9]')
         self.assertRegex(text, r'\ngrpc_server_handling_seconds_count\{grpc_type="unary",grpc_service="cpm.v1.Training",'
                                r'grpc_method="ListJobs"\} [1-9]')
 

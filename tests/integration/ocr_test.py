@@ -112,7 +112,7 @@ class OcrDaemonTest(unittest.TestCase):
         self.assertEqual(info.model.dtype, "bfloat16" if gpus else "float32")
         self.assertGreater(info.model.num_parameters, 1_000_000)
         self.assertEqual(info.model.architecture, "MiniCPMO")
-        self.assertEqual(list(info.status.unimplemented_services), ["cpm.v1.Training"])
+        self.assertEqual(list(info.status.unimplemented_services), [])
 
     def test_recognize_formula_images(self):
         for name in self.images[:4]:

@@ -76,5 +76,111 @@ TEST(JobStore, UnopenablePathIsUnavailable) {
   EXPECT_THAT(store.status().message(), HasSubstr("/nonexistent-dir/cpmd.db"));
 }
 
+cpm::v1::Job job(const std::string& id, const std::string& name, cpm::v1::JobState state, int64_t created) {
+  cpm::v1::Job j;
+  j.set_id(id);
+  j.mutable_spec()->set_name(name);
+  j.set_state(state);
+  j.mutable_create_time()->set_seconds(created);
+  return j;
+}
+
+cpm::v1::JobEvent event(const std::string& id, int64_t step, bool progress) {
+  cpm::v1::JobEvent e;
+  e.set_job_id(id);
+  e.set_step(step);
+  if (progress) {
+    e.mutable_progress()->set_step(step);
+  } else {
+    e.mutable_state_change()->set_to(cpm::v1::JOB_STATE_RUNNING);
+  }
+  return e;
+}
+
+TEST(JobStore, JobsAndTheirEventsRoundTrip) {
+  testing::TempDir dir;
+  auto opened = JobStore::open(dir.file("cpmd.db"));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  JobStore& store = **opened;
+  ASSERT_TRUE(store.insert_job(job("a", "first", cpm::v1::JOB_STATE_QUEUED, 10), event("a", 0, false)).ok());
+  ASSERT_TRUE(store.insert_job(job("b", "second", cpm::v1::JOB_STATE_QUEUED, 20), event("b", 0, false)).ok());
+  // The id and the name are unique.
+  EXPECT_EQ(store.insert_job(job("a", "other", cpm::v1::JOB_STATE_QUEUED, 30), event("a", 0, false)).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store.insert_job(job("c", "first", cpm::v1::JOB_STATE_QUEUED, 30), event("c", 0, false)).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(*store.job_name_taken("first"));
+  EXPECT_FALSE(*store.job_name_taken("third"));
+
+  cpm::v1::Job a = job("a", "first", cpm::v1::JOB_STATE_RUNNING, 10);
+  a.mutable_progress()->set_step(4);
+  ASSERT_TRUE(store.update_job(a, {event("a", 1, true), event("a", 2, true), event("a", 4, true)}).ok());
+  EXPECT_EQ((*store.job("a"))->progress().step(), 4);
+  EXPECT_FALSE(store.job("zz")->has_value());
+  EXPECT_EQ(store.update_job(job("zz", "x", cpm::v1::JOB_STATE_RUNNING, 1)).code(), absl::StatusCode::kNotFound);
+
+  // Newest first, filtered, paged; oldest first for the queue.
+  int64_t total = 0;
+  auto all = store.jobs({}, 0, 10, &total);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id(), "b");
+  EXPECT_EQ(total, 2);
+  auto queued = store.jobs({cpm::v1::JOB_STATE_QUEUED}, 0, 10, &total);
+  ASSERT_EQ(queued->size(), 1u);
+  EXPECT_EQ(total, 1);
+  auto page = store.jobs({}, 1, 1, &total, /*oldest_first=*/true);
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ((*page)[0].id(), "b");
+
+  // Events in order with their seq; from a step; after a seq.
+  auto events = store.events("a", 0);
+  ASSERT_EQ(events->size(), 4u);
+  EXPECT_EQ((*events)[0].first, 1);
+  EXPECT_EQ((*events)[3].second.progress().step(), 4);
+  EXPECT_EQ(store.events("a", 0, 2)->size(), 2u);
+  EXPECT_EQ(store.events("a", 3)->size(), 1u);
+  EXPECT_EQ(*store.last_seq("a"), 4);
+  EXPECT_EQ(*store.last_seq("b"), 1);
+
+  // A resume from the checkpoint of step 1 drops later progress, keeps state changes, and new
+  // events get fresh sequence numbers.
+  ASSERT_TRUE(store.update_job(a, {event("a", 4, false)}).ok());
+  ASSERT_TRUE(store.drop_events_after("a", 1).ok());
+  events = store.events("a", 0);
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_TRUE((*events)[2].second.has_state_change());
+  ASSERT_TRUE(store.update_job(a, {event("a", 2, true)}).ok());
+  EXPECT_EQ(store.events("a", 5)->front().second.progress().step(), 2);
+}
+
+TEST(JobStore, Datasets) {
+  testing::TempDir dir;
+  auto opened = JobStore::open(dir.file("cpmd.db"));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  JobStore& store = **opened;
+  for (int i = 0; i < 3; ++i) {
+    JobStore::StoredDataset d;
+    d.dataset.set_id("ds-" + std::to_string(i));
+    d.dataset.set_name("n" + std::to_string(i));
+    d.dataset.set_format(cpm::v1::DATASET_FORMAT_CSV);
+    d.dataset.set_num_records(10 + i);
+    d.dataset.mutable_create_time()->set_seconds(100 + i);
+    d.dir = "/data/ds-" + std::to_string(i);
+    d.dataset_file = "labels.csv";
+    ASSERT_TRUE(store.insert_dataset(d).ok());
+  }
+  auto one = store.dataset("ds-1");
+  ASSERT_TRUE(one.ok() && one->has_value());
+  EXPECT_EQ((*one)->dataset.num_records(), 11);
+  EXPECT_EQ((*one)->dataset.create_time().seconds(), 101);
+  EXPECT_EQ((*one)->dir, "/data/ds-1");
+  EXPECT_FALSE(store.dataset("ds-9")->has_value());
+  int64_t total = 0;
+  auto newest = store.datasets(0, 2, &total);
+  ASSERT_EQ(newest->size(), 2u);
+  EXPECT_EQ((*newest)[0].dataset.id(), "ds-2");
+  EXPECT_EQ(total, 3);
+}
+
 }  // namespace
 }  // namespace cpm::server

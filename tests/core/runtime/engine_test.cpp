@@ -478,7 +478,7 @@ TEST_F(EngineTest, BackgroundStepsYieldToOcrButAreNotStarved) {
         engine->submit(request(i), [&](Result r) { answered += r.ok() ? 1 : 0; });
       ASSERT_TRUE(eventually([&] { return engine->stats().queued == 3; }));
       ASSERT_TRUE(engine
-                      ->set_background_task([&] {
+                      ->set_background_task([&](const cpm::core::model::LoadedModel&) {
                         answered_at_step.push_back(answered.load());
                         finished = answered_at_step.size() == 4;
                         return !finished;
@@ -500,7 +500,7 @@ TEST_F(EngineTest, OcrRequestsCompleteWhileATrainingJobKeepsStepping) {
   auto engine = start();
   std::atomic<int> steps{0};
   ASSERT_TRUE(engine
-                  ->set_background_task([&] {
+                  ->set_background_task([&](const cpm::core::model::LoadedModel&) {
                     ++steps;
                     std::this_thread::sleep_for(2ms);  // a step's worth of work
                     return true;

@@ -106,7 +106,7 @@ class Gate {
     std::future<void> inside = entered->get_future();
     std::shared_future<void> open = open_.get_future().share();
     EXPECT_TRUE(engine
-                    .set_background_task([entered, open] {
+                    .set_background_task([entered, open](const cpm::core::model::LoadedModel&) {
                       entered->set_value();
                       open.wait();
                       return false;

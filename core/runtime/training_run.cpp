@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/training_run.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/logging.h"
+#include "io/peft_adapter.h"
+
+namespace cpm::core::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t folder_bytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
+    if (entry.is_regular_file(ec)) total += static_cast<int64_t>(entry.file_size(ec));
+  }
+  return total;
+}
+
+// Resident set size of this process; the CPU's stand-in for device memory.
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+TrainingRun::TrainingRun(train::DatasetSplit data, TrainingRunOptions options,
+                         std::shared_ptr<TrainingListener> listener,
+                         std::shared_ptr<RunControl> control)
+    : data_(std::move(data)),
+      options_(std::move(options)),
+      listener_(std::move(listener)),
+      control_(std::move(control)),
+      elapsed_before_(options_.elapsed_seconds),
+      tokens_seen_(options_.tokens_seen) {}
+
+TrainingRun::~TrainingRun() {
+  // Replaced or dropped by the engine before it finished (the engine stopped abruptly): the job is
+  // left where its last checkpoint put it, as after a crash.
+  if (!finished_) {
+    trainer_.reset();
+    log_warn("training run dropped before it finished",
+             {{"output_dir", options_.config.output_dir}});
+  }
+}
+
+bool TrainingRun::step(const model::LoadedModel& model) {
+  if (finished_) return false;
+  if (!trainer_ && !start(model)) return false;
+  switch (control_->requested()) {
+    case RunControl::Stop::kCancel:
+      return finish(RunOutcome::kCancelled);
+    case RunControl::Stop::kPause: {
+      if (trainer_->step_count() > last_checkpoint_) {
+        if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
+      }
+      return finish(RunOutcome::kPaused);
+    }
+    case RunControl::Stop::kNone:
+      break;
+  }
+  absl::StatusOr<train::StepReport> r = trainer_->step();
+  if (!r.ok()) {
+    return finish(RunOutcome::kFailed,
+                  absl::Status(r.status().code(), absl::StrCat("step ", trainer_->step_count() + 1,
+                                                               ": ", r.status().message())));
+  }
+  report(*r);
+  if (trainer_->checkpoint_due()) {
+    if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
+  }
+  if (trainer_->eval_due() && !data_.eval.empty()) {
+    if (absl::Status s = evaluate(); !s.ok()) return finish(RunOutcome::kFailed, s);
+  }
+  if (!trainer_->done()) return true;
+  std::error_code ec;
+  fs::remove_all(options_.adapter_dir, ec);  // a run that crashed after writing it writes it again
+  if (absl::Status s = io::write_peft_adapter(options_.adapter_dir, trainer_->adapter()); !s.ok()) {
+    return finish(RunOutcome::kFailed, s);
+  }
+  return finish(RunOutcome::kSucceeded);
+}
+
+bool TrainingRun::start(const model::LoadedModel& model) {
+  absl::StatusOr<train::ExampleBuilder> builder = train::ExampleBuilder::create(
+      *model.tokenizer, model.chat_template, model.configs.preprocessor, options_.examples);
+  if (!builder.ok()) return finish(RunOutcome::kFailed, builder.status());
+  builder_.emplace(*std::move(builder));
+  absl::StatusOr<std::unique_ptr<train::Trainer>> trainer =
+      train::Trainer::create(model, *builder_, data_.train, data_.eval, options_.config);
+  if (!trainer.ok()) return finish(RunOutcome::kFailed, trainer.status());
+  trainer_ = *std::move(trainer);
+  last_checkpoint_ = trainer_->resumed_from();
+  listener_->on_started(trainer_->resumed_from(), trainer_->total_steps());
+  return true;
+}
+
+void TrainingRun::report(const train::StepReport& r) {
+  loss_sum_ += r.loss;
+  ++interval_steps_;
+  interval_tokens_ += r.tokens;
+  interval_seconds_ += r.step_seconds;
+  tokens_seen_ += r.tokens;
+  peak_memory_ = std::max(peak_memory_, r.gpu_memory_bytes > 0 ? r.gpu_memory_bytes : resident_bytes());
+  const int64_t every = std::max<int64_t>(1, options_.logging_steps);
+  if (r.step != 1 && r.step % every != 0 && r.step != r.total_steps) return;
+  const auto& c = options_.config;
+  const double examples_per_step = static_cast<double>(c.batch_size) * c.gradient_accumulation_steps;
+  TrainingProgress p;
+  p.step = r.step;
+  p.max_steps = r.total_steps;
+  p.epoch = data_.train.empty() ? 0 : r.step * examples_per_step / static_cast<double>(data_.train.size());
+  p.loss = loss_sum_ / static_cast<double>(interval_steps_);
+  p.learning_rate = r.learning_rate;
+  p.grad_norm = r.grad_norm;
+  p.tokens_per_second = interval_seconds_ > 0 ? interval_tokens_ / interval_seconds_ : 0;
+  p.elapsed_seconds = elapsed_before_ + r.elapsed_seconds;
+  p.eta_seconds = r.eta_seconds;
+  p.peak_memory_bytes = peak_memory_;
+  p.tokens_seen = tokens_seen_;
+  listener_->on_progress(p);
+  loss_sum_ = 0;
+  interval_steps_ = interval_tokens_ = peak_memory_ = 0;
+  interval_seconds_ = 0;
+}
+
+absl::Status TrainingRun::save_checkpoint() {
+  CPM_RETURN_IF_ERROR(trainer_->save_checkpoint());
+  last_checkpoint_ = trainer_->step_count();
+  const std::string path =
+      (fs::path(options_.config.output_dir) / absl::StrCat("checkpoint-", last_checkpoint_)).string();
+  listener_->on_checkpoint(last_checkpoint_, path, folder_bytes(path));
+  return absl::OkStatus();
+}
+
+absl::Status TrainingRun::evaluate() {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<train::EvalReport> e = trainer_->evaluate();
+  if (!e.ok()) {
+    return absl::Status(e.status().code(), absl::StrCat("evaluation after step ",
+                                                        trainer_->step_count(), ": ",
+                                                        e.status().message()));
+  }
+  listener_->on_eval(*e, seconds_since(start));
+  return absl::OkStatus();
+}
+
+bool TrainingRun::finish(RunOutcome outcome, const absl::Status& error) {
+  // The trainer's device tensors go here, on the engine thread.
+  trainer_.reset();
+  finished_ = true;
+  listener_->on_finished(outcome, error);
+  return false;
+}
+
+}  // namespace cpm::core::runtime
