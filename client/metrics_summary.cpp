@@ -88,7 +88,8 @@ Json training(const std::vector<Sample>& samples) {
   Json jobs = Json::array();
   std::set<std::string> ids;
   for (const Sample& s : samples) {
-    if (s.name == "cpm_train_step") ids.insert(s.labels.count("job") ? s.labels.at("job") : "");
+    // The label is train_job: Prometheus's own `job` label names the scrape target.
+    if (s.name == "cpm_train_step" && s.labels.count("train_job")) ids.insert(s.labels.at("train_job"));
   }
   for (const std::string& id : ids) {
     Json job = {{"job", id}};
@@ -99,7 +100,7 @@ Json training(const std::vector<Sample>& samples) {
                                     {"tokens_per_second", "cpm_train_tokens_per_second"},
                                     {"eval_loss", "cpm_train_eval_loss"},
                                     {"eval_exact_match", "cpm_train_eval_exact_match"}}) {
-      if (has(samples, name)) job[key] = total(samples, name, {{"job", id}});
+      if (has(samples, name)) job[key] = total(samples, name, {{"train_job", id}});
     }
     jobs.push_back(job);
   }

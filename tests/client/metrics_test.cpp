@@ -48,11 +48,11 @@ cpm_gpu_memory_reserved_bytes{device="cuda:0"} 3221225472
 cpm_gpu_memory_total_bytes{device="cuda:0"} 150000000000
 cpm_train_jobs{state="running"} 1
 cpm_train_jobs{state="succeeded"} 3
-cpm_train_step{job="j1"} 120
-cpm_train_max_steps{job="j1"} 1000
-cpm_train_loss{job="j1"} 1.25
-cpm_train_learning_rate{job="j1"} 1e-06
-cpm_train_tokens_per_second{job="j1"} 412.5
+cpm_train_step{train_job="j1"} 120
+cpm_train_max_steps{train_job="j1"} 1000
+cpm_train_loss{train_job="j1"} 1.25
+cpm_train_learning_rate{train_job="j1"} 1e-06
+cpm_train_tokens_per_second{train_job="j1"} 412.5
 process_resident_memory_bytes 1.5e+09
 process_cpu_seconds_total 12.5 1700000000000
 process_threads 31
