@@ -19,13 +19,15 @@ engine or a cluster. `make check-deploy` runs it (and `make test` runs that):
 4. promtool check config / check rules / test rules; systemd-analyze verify of the unit.
 5. A real cpmd (the build's, tiny random checkpoint from `cpm-tool mkmodel`) starts with each
    shipped config file; the health services named by the Kubernetes probes and the Dockerfile's
-   HEALTHCHECK answer SERVING; OCR requests and adapter loads/evictions/unloads fill its metrics.
+   HEALTHCHECK answer SERVING; OCR requests, adapter loads/evictions/unloads and a short fine-tuning
+   job (4 examples of tests/data/train/fit32 uploaded, 4 steps, run to SUCCEEDED) fill its metrics.
    Every metric the dashboard and the alert rules query exists in its scrape (or is listed below
    with its reason); every dashboard query returns data from a real Prometheus scraping it (except
    those that use only metrics listed below); the alert rules load there without errors and none
    fires for the healthy daemon.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -47,18 +49,14 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # Metrics whose family cpmd declares but fills only on a CUDA device (the CPU scrape here has the
 # `# TYPE` line and no samples). Checked with samples on a GPU host by tests/deploy/gpu_image_stage.sh.
 CUDA_ONLY = {"cpm_gpu_memory_allocated_bytes", "cpm_gpu_memory_reserved_bytes", "cpm_gpu_memory_total_bytes"}
-# Metrics the alert rules or the dashboard use that cpmd does not export yet, with what they wait
+# Metrics the alert rules or the dashboard use that cpmd does not export yet, each with what it waits
 # for: a rule stays silent and a dashboard query that uses only these metrics may return nothing
 # until cpmd exports them. deploy/README.md must name each, and each must be used. Once the daemon
 # declares one (its `# TYPE` line is in the scrape), this check fails until it is removed here and
-# from the README; the exercise in check_live must then give it samples (the per-job cpm_train_*
-# series need a fine-tuning job run through cpm.v1.Training).
-_TRAINING = "the training metrics of the job engine (server/training_metrics.*, in progress)"
-WAITING = {name: _TRAINING for name in (
-    "cpm_train_jobs", "cpm_train_jobs_finished_total", "cpm_train_step", "cpm_train_max_steps",
-    "cpm_train_loss", "cpm_train_learning_rate", "cpm_train_grad_norm", "cpm_train_tokens_per_second",
-    "cpm_train_tokens_total", "cpm_train_eval_loss", "cpm_train_eval_exact_match",
-    "cpm_train_eval_edit_distance", "cpm_train_eval_bleu4")}
+# from the README, and the exercise in check_live must then give it samples. Empty since cpmd
+# exports the cpm_train_* families (server/training_metrics.h), which the exercise fills with a
+# fine-tuning job run through cpm.v1.Training.
+WAITING = {}
 # Series Prometheus makes for every target itself; fine in alert rules.
 SYNTHETIC = {"up"}
 # Files of deploy/kubernetes deliberately kept out of the kustomization (its header says why).
@@ -719,6 +717,30 @@ def make_tiny_model(build_dir):
     return tiny
 
 
+# The fine-tuning job of the exercise (its name is the train_job label of the per-job series).
+TRAIN_JOB = "deploy-check"
+
+
+def fit32_upload(training_pb2, common_pb2, rows=4):
+    """UploadDataset messages for the first `rows` examples of tests/data/train/fit32: a manifest,
+    then labels.csv (those rows) and their images, one chunk each."""
+    fit = path("tests", "data", "train", "fit32")
+    with open(os.path.join(fit, "labels.csv")) as f:
+        lines = f.read().splitlines()[:rows + 1]
+    files = {"labels.csv": ("\n".join(lines) + "\n").encode()}
+    for line in lines[1:]:
+        rel = line.split(",", 1)[0]
+        with open(os.path.join(fit, rel), "rb") as f:
+            files[rel] = f.read()
+    yield training_pb2.UploadDatasetRequest(manifest=training_pb2.DatasetManifest(
+        name="fit32", dataset_file="labels.csv", files=[
+            common_pb2.FileInfo(path=rel, size_bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+            for rel, blob in files.items()]))
+    for rel, blob in files.items():
+        yield training_pb2.UploadDatasetRequest(
+            chunk=common_pb2.FileChunk(path=rel, offset=0, data=blob, last=True))
+
+
 def check_live(build_dir, tiny, configs, probes):
     print("a real cpmd (tiny checkpoint) and a real Prometheus")
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -727,7 +749,8 @@ def check_live(build_dir, tiny, configs, probes):
     sys.path.insert(0, stubs)
     import cpmd_harness as h  # noqa: E402
     import grpc  # noqa: E402
-    from cpm.v1 import adapters_pb2, adapters_pb2_grpc, ocr_pb2, ocr_pb2_grpc  # noqa: E402
+    from cpm.v1 import (adapters_pb2, adapters_pb2_grpc, common_pb2, ocr_pb2, ocr_pb2_grpc,  # noqa: E402
+                        training_pb2, training_pb2_grpc)
 
     # The harness adds --listen/--metrics-listen 127.0.0.1:0 and its own --data-dir.
     overrides = ["--model", tiny, "--device", "cpu"]
@@ -807,11 +830,41 @@ def check_live(build_dir, tiny, configs, probes):
                 if round_ == 2:
                     step("Unload b", lambda: adapters.UnloadAdapter(adapters_pb2.UnloadAdapterRequest(name="b")))
                 prom.wait_scraped(1)
+            # A short fine-tuning job while Prometheus scrapes every second: it gives the per-job
+            # cpm_train_* series (label train_job) their samples, and cpm_train_jobs_finished_total
+            # a succeeded job. After the adapter rounds, so that its adapter does not change them.
+            training = training_pb2_grpc.TrainingStub(channel)
+            t_job = time.time()
+            job = None
+
+            def train():
+                nonlocal job
+                dataset = training.UploadDataset(fit32_upload(training_pb2, common_pb2), timeout=60)
+                job = training.SubmitJob(training_pb2.SubmitJobRequest(spec=training_pb2.JobSpec(
+                    name=TRAIN_JOB, dataset_id=dataset.id, max_steps=4, logging_steps=1, eval_steps=0,
+                    eval_max_new_tokens=4, data=training_pb2.DataOptions(eval_size=1),
+                    lora=training_pb2.LoraOptions(r=4),
+                    optimizer=training_pb2.OptimizerOptions(learning_rate=1e-3))), timeout=60)
+                terminal = {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
+                            training_pb2.JOB_STATE_CANCELLED}
+                deadline = time.time() + 300
+                while job.state not in terminal and time.time() < deadline:
+                    time.sleep(0.2)
+                    job = training.GetJob(training_pb2.GetJobRequest(id=job.id), timeout=10)
+
+            step(f"fine-tuning job {TRAIN_JOB}", train)
+            if job is not None and job.state != training_pb2.JOB_STATE_SUCCEEDED:
+                fail(f"exercising cpmd: fine-tuning job {TRAIN_JOB} is {training_pb2.JobState.Name(job.state)} "
+                     f"after {time.time() - t_job:.0f} s (expected SUCCEEDED): {job.error}")
+            elif job is not None:
+                ok(f"fine-tuning job {TRAIN_JOB} ({job.progress.step} steps, {job.num_train_examples} "
+                   f"training examples) SUCCEEDED in {time.time() - t_job:.1f} s")
             channel.close()
             prom.wait_scraped(2)
 
             _, body = daemon.scrape()
             types, samples = parse_scrape(body)
+            check_training_series(body)
             check_names(types, samples)
             check_queries_live(prom, types, samples)
             check_rules_live(prom)
@@ -824,6 +877,24 @@ def check_live(build_dir, tiny, configs, probes):
             fail(f"cpmd exited {code} on SIGTERM (expected 0)")
         else:
             ok("cpmd exits 0 on SIGTERM (the stop signal of the image, the unit and Kubernetes)")
+
+
+def check_training_series(body):
+    """The exercise's job shows in the scrape under its name, finished, as one succeeded job."""
+    want = {f'cpm_train_step{{train_job="{TRAIN_JOB}"}}': 4.0,
+            f'cpm_train_max_steps{{train_job="{TRAIN_JOB}"}}': 4.0,
+            'cpm_train_jobs_finished_total{state="succeeded"}': 1.0,
+            'cpm_train_jobs{state="succeeded"}': 1.0}
+    got = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            got[series] = float(value)
+    wrong = {k: got.get(k) for k, v in want.items() if got.get(k) != v}
+    if wrong:
+        fail(f"the scrape after the fine-tuning job: expected {want}, got {wrong}")
+    else:
+        ok(f"the scrape has the job: step 4 of 4 under train_job=\"{TRAIN_JOB}\", 1 job succeeded")
 
 
 def check_names(types, samples):
@@ -890,8 +961,8 @@ def check_queries_live(prom, types, samples):
     for where in empty:
         fail(f"{where}: no data from a Prometheus scraping the exercised daemon")
     if not empty:
-        ok("every dashboard query returns data from Prometheus (GPU memory: CUDA builds only; "
-           "the training row: once cpmd exports its metrics)")
+        ok(f"every dashboard query returns data from Prometheus (GPU memory: CUDA builds only; "
+           f"the training row from the job {TRAIN_JOB})")
 
 
 def check_rules_live(prom):
