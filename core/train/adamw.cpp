@@ -15,6 +15,7 @@
 #include "common/torch_compat.h"
 
 #if CPM_TORCH_VERSION_AT_LEAST(2, 1)
+#include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_fused_adamw.h>
 #endif
 
@@ -82,6 +83,9 @@ void AdamW::step_fused(double lr) {
       v.push_back(exp_avg_sq_[i]);
       steps.push_back(step_counts_[i]);
     }
+    // The kernel reads the step counts as they are (torch.optim increments them first): a count
+    // of 0 would make the bias correction 1 - beta1^0 = 0 and every update NaN.
+    at::_foreach_add_(steps, 1);
     at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2,
                       key.second ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
                       /*maximize=*/false);
