@@ -31,18 +31,26 @@ build: deps $(BUILD)/build.ninja
 
 # Without --model (or --config) in RUN_ARGS, `make run` serves a tiny demo checkpoint of the real
 # format with random weights, written once under var/: every call of the API works, the answers
-# are noise. RUN_ARGS='--model /path/to/MiniCPM-o-2_6' serves the real model.
+# are noise. It also renders a small demo dataset (deploy/demo/formulas.txt, latex + dvipng) to
+# fine-tune on. RUN_ARGS='--model /path/to/MiniCPM-o-2_6' serves the real model.
 DEMO_MODEL ?= var/demo-model
+DEMO_DATA ?= var/demo-data
 run: build
 	@if echo " $(RUN_ARGS) " | grep -qE ' --(model|config)[ =]'; then exec $(BUILD)/bin/cpmd $(RUN_ARGS); fi; \
 	if [ ! -f $(DEMO_MODEL)/config.json ]; then \
 	  mkdir -p $(dir $(DEMO_MODEL)) && $(BUILD)/bin/cpm-tool mkmodel --out $(DEMO_MODEL) --preset tiny || exit 1; \
 	fi; \
+	if [ ! -f $(DEMO_DATA)/labels.csv ]; then \
+	  $(BUILD)/bin/cpmctl dataset render deploy/demo/formulas.txt --out $(DEMO_DATA) >/dev/null || \
+	    echo "make run: could not render the demo dataset (latex + dvipng); cpmctl train needs a dataset of yours"; \
+	fi; \
 	echo "make run: no --model given, so cpmd serves $(DEMO_MODEL), a tiny checkpoint with RANDOM weights"; \
 	echo "          (the API works, the answers are noise); for real answers: make run RUN_ARGS='--model DIR'"; \
 	echo "          with DIR a download of openbmb/MiniCPM-o-2_6. Then, in another shell:"; \
 	echo "            $(BUILD)/bin/cpmctl health && $(BUILD)/bin/cpmctl info"; \
-	echo "            /usr/bin/python3 tests/integration/ocr_example.py tests/data/images/formulas/0.png"; \
+	echo "            $(BUILD)/bin/cpmctl train $(DEMO_DATA)/labels.csv --name demo --max-steps 30 --lr 1e-3 --eval-size 2 --follow"; \
+	echo "            $(BUILD)/bin/cpmctl ocr --adapter demo $(DEMO_DATA)/000001.png"; \
+	echo "            $(BUILD)/bin/cpmctl jobs && $(BUILD)/bin/cpmctl adapters && $(BUILD)/bin/cpmctl metrics"; \
 	exec $(BUILD)/bin/cpmd --model $(DEMO_MODEL) $(RUN_ARGS)
 
 # The main suite runs last, so that its summary closes the output.
