@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -94,6 +95,16 @@ absl::Status check_manifest(const cpm::v1::DatasetManifest& m, const UploadLimit
     listed = listed || f.path() == m.dataset_file();
   }
   if (!listed) return bad(absl::StrCat("manifest.dataset_file ", m.dataset_file(), " is not among its files"));
+  // A file may not also be a folder of another ("a" and "a/b"): one of them could not be written.
+  std::set<std::string> paths;
+  for (const cpm::v1::FileInfo& f : m.files()) paths.insert(f.path());
+  for (const std::string& path : paths) {
+    for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+      if (paths.count(path.substr(0, slash))) {
+        return bad(absl::StrCat("manifest: ", path.substr(0, slash), " is a file and also a folder of ", path));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -166,7 +177,9 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
   for (auto& [path, f] : files) {
     if (f.size == 0) {
       fs::create_directories((fs::path(staged) / path).parent_path(), ec);
-      std::ofstream(fs::path(staged) / path, std::ios::binary);
+      if (!std::ofstream(fs::path(staged) / path, std::ios::binary)) {
+        return absl::UnavailableError(absl::StrCat("cannot write ", path, " on the daemon host"));
+      }
       CPM_RETURN_IF_ERROR(finish_file(path, f));
     }
   }
@@ -177,7 +190,11 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
     auto it = files.find(c.path());
     if (it == files.end()) return bad(absl::StrCat("chunk for ", c.path(), ", which the manifest does not list"));
     Incoming& f = it->second;
-    if (f.done) return bad(absl::StrCat("chunk for ", c.path(), " after its last chunk"));
+    if (f.done) {
+      // An empty file is complete from the start; clients still send it one empty last chunk.
+      if (f.size == 0 && c.offset() == 0 && c.data().empty()) continue;
+      return bad(absl::StrCat("chunk for ", c.path(), " after its last chunk"));
+    }
     if (c.offset() != f.written) {
       return bad(absl::StrCat(c.path(), ": chunk at offset ", c.offset(), ", expected ", f.written,
                               " (chunks of a file come in order, without gaps)"));
@@ -190,10 +207,13 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
       const fs::path target = fs::path(staged) / c.path();
       fs::create_directories(target.parent_path(), ec);
       out.open(target, std::ios::binary | std::ios::app);
-      if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", target.string(), " on the daemon host"));
+      if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", c.path(), " on the daemon host"));
       open_path = c.path();
     }
-    out.write(c.data().data(), static_cast<std::streamsize>(c.data().size()));
+    if (!out.write(c.data().data(), static_cast<std::streamsize>(c.data().size()))) {
+      return absl::ResourceExhaustedError(absl::StrCat("writing ", c.path(),
+                                                       " on the daemon host failed; is its disk full?"));
+    }
     f.hash.update(c.data());
     f.written += static_cast<int64_t>(c.data().size());
     if (c.last()) CPM_RETURN_IF_ERROR(finish_file(c.path(), f));

@@ -245,7 +245,7 @@ void JobManager::on_model_ready() {
   auto done = store_.jobs({cpm::v1::JOB_STATE_SUCCEEDED}, 0, std::numeric_limits<int32_t>::max());
   if (done.ok()) {
     for (const Job& job : *done) {
-      const std::string dir = (fs::path(options_.data_dir) / "adapters" / job.adapter_name()).string();
+      const std::string dir = adapter_dir(job.adapter_name());
       if (auto s = (*engine)->register_adapter(job.adapter_name(), dir); !s.ok()) {
         log_warn("adapter of a finished job not registered",
                  {{"job", job.id()}, {"adapter", job.adapter_name()}, {"error", std::string(s.status().message())}});
@@ -268,16 +268,19 @@ void JobManager::changed() {
 }
 
 absl::Status JobManager::transition(Job& job, JobState to, const std::string& reason, std::vector<JobEvent> more) {
-  JobEvent e = event_for(job, job.progress().step());
-  e.mutable_state_change()->set_from(job.state());
+  // `job` changes only once the store has the change, so a failed write leaves memory and disk alike.
+  Job next = job;
+  JobEvent e = event_for(next, next.progress().step());
+  e.mutable_state_change()->set_from(next.state());
   e.mutable_state_change()->set_to(to);
   e.mutable_state_change()->set_reason(reason);
-  job.set_state(to);
-  if (to == cpm::v1::JOB_STATE_RUNNING && !job.has_start_time()) set_now(job.mutable_start_time());
-  if (terminal(to)) set_now(job.mutable_end_time());
-  job.clear_queue_position();
+  next.set_state(to);
+  if (to == cpm::v1::JOB_STATE_RUNNING && !next.has_start_time()) set_now(next.mutable_start_time());
+  if (terminal(to)) set_now(next.mutable_end_time());
+  next.clear_queue_position();
   more.push_back(std::move(e));
-  CPM_RETURN_IF_ERROR(store_.update_job(job, more));
+  CPM_RETURN_IF_ERROR(store_.update_job(next, more));
+  job = std::move(next);
   ++version_;
   if (terminal(to)) metrics_.finished(to);
   log_info("job state", {{"job", job.id()}, {"name", job.spec().name()}, {"state", state_name(to)},
@@ -321,6 +324,10 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
                                                  "\" is registered; the job's adapter would take its name; "
                                                  "choose another job name"));
   }
+  if (std::error_code ec; fs::exists(adapter_dir(name), ec)) {
+    return absl::AlreadyExistsError(absl::StrCat("the adapter folder ", adapter_dir(name),
+                                                 " exists; choose another job name (or move that folder away)"));
+  }
   auto file = dataset_file(job.spec());
   if (!file.ok()) return file.status();
   // The dataset is read and every record checked now, so a bad one fails the submission (with
@@ -350,7 +357,10 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("cpmd is shutting down; submit the job again once it is back");
-    CPM_RETURN_IF_ERROR(store_.insert_job(job, e));
+    if (absl::Status s = store_.insert_job(job, e); !s.ok()) {
+      if (s.code() != absl::StatusCode::kAlreadyExists) return s;
+      return absl::AlreadyExistsError(absl::StrCat("a job named \"", name, "\" exists; choose another name"));
+    }
     validated_[job.id()] = *std::move(loaded);
   }
   log_info("job submitted", {{"job", job.id()}, {"name", name}, {"dataset", *file},
@@ -363,6 +373,10 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
 
 std::string JobManager::job_dir(const std::string& id) const {
   return (fs::path(options_.data_dir) / "jobs" / id).string();
+}
+
+std::string JobManager::adapter_dir(const std::string& name) const {
+  return (fs::path(options_.data_dir) / "adapters" / name).string();
 }
 
 void JobManager::fill_queue_position(Job& job) {
@@ -380,10 +394,11 @@ void JobManager::fill_queue_position(Job& job) {
 }
 
 absl::StatusOr<Job> JobManager::get(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id is required: a job id from SubmitJob or ListJobs");
   auto job = store_.job(id);
   if (!job.ok()) return job.status();
   if (!job->has_value()) {
-    return absl::NotFoundError(absl::StrCat("job ", id.empty() ? "\"\"" : id, " is unknown; ListJobs shows them"));
+    return absl::NotFoundError(absl::StrCat("job ", id, " is unknown; ListJobs shows them"));
   }
   fill_queue_position(**job);
   return **job;
@@ -414,6 +429,7 @@ absl::StatusOr<cpm::v1::ListJobsResponse> JobManager::list(const cpm::v1::ListJo
 }
 
 absl::StatusOr<Job> JobManager::cancel(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id is required: a job id from SubmitJob or ListJobs");
   std::lock_guard<std::mutex> lock(mu_);
   if (active_ && active_->job.id() == id) {
     Job& job = active_->job;
@@ -448,26 +464,39 @@ absl::Status JobManager::watch(const cpm::v1::WatchJobRequest& request,
   if (!before.ok()) return before.status();
   auto job = get(id);
   if (!job.ok()) return job.status();
+  // With from_step N the watcher has seen progress up to N - 1: it gets everything recorded after
+  // that progress event (checkpoints, evaluations and state changes stamped with the same step
+  // included), except progress of steps it has seen, which a resumed job records again.
+  const int64_t from_step = request.has_from_step() ? request.from_step() : 0;
+  const auto wanted = [from_step](const JobEvent& e) { return !(e.has_progress() && e.step() < from_step); };
+  const auto ends = [](const JobEvent& e) { return e.has_state_change() && terminal(e.state_change().to()); };
   int64_t cursor = *before;
+  int64_t last_step = job->progress().step();
   if (request.has_from_step()) {
-    auto history = store_.events(id, 0, request.from_step());
+    auto history = store_.events(id, 0);
     if (!history.ok()) return history.status();
+    int64_t seen = 0;  // seq of the newest progress event before from_step
     for (const auto& [seq, event] : *history) {
-      if (!send(event)) return absl::CancelledError("the watcher went away");
+      if (event.has_progress() && event.step() < from_step) seen = seq;
+    }
+    for (const auto& [seq, event] : *history) {
       cursor = std::max(cursor, seq);
+      if (seq <= seen || !wanted(event)) continue;
+      if (!send(event)) return absl::CancelledError("the watcher went away");
+      last_step = std::max(last_step, event.step());
+      if (ends(event)) return absl::OkStatus();
     }
   } else {
     JobEvent snapshot = event_for(*job, job->progress().step());
     *snapshot.mutable_snapshot() = *job;
     if (!send(snapshot)) return absl::CancelledError("the watcher went away");
+    if (terminal(job->state())) return absl::OkStatus();
   }
-  if (terminal(job->state())) return absl::OkStatus();
-  int64_t last_step = job->progress().step();
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const uint64_t seen = version_;
-      cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return version_ != seen || stopping_; });
+      const uint64_t version = version_;
+      cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return version_ != version || stopping_; });
       if (stopping_) {
         return absl::UnavailableError(absl::StrCat("cpmd is shutting down; watch again with from_step ",
                                                    last_step + 1, " once it is back"));
@@ -477,10 +506,11 @@ absl::Status JobManager::watch(const cpm::v1::WatchJobRequest& request,
     auto fresh = store_.events(id, cursor);
     if (!fresh.ok()) return fresh.status();
     for (const auto& [seq, event] : *fresh) {
-      if (!send(event)) return absl::CancelledError("the watcher went away");
       cursor = seq;
+      if (!wanted(event)) continue;
+      if (!send(event)) return absl::CancelledError("the watcher went away");
       last_step = std::max(last_step, event.step());
-      if (event.has_state_change() && terminal(event.state_change().to())) return absl::OkStatus();
+      if (ends(event)) return absl::OkStatus();
     }
   }
 }
@@ -504,18 +534,21 @@ void JobManager::schedule_loop() {
 bool JobManager::start_next() {
   auto engine = host_.engine();
   if (!engine.ok()) return false;
-  auto runnable = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED}, 0, 1, nullptr, true);
-  if (!runnable.ok()) {
-    log_warn("scheduler: cannot read the queue", {{"error", std::string(runnable.status().message())}});
-    return false;
-  }
-  if (runnable->empty()) return false;
-  Job job = runnable->front();
   auto control = std::make_shared<runtime::RunControl>();
   std::optional<core::train::LoadedDataset> data;
+  Job job;
   {
+    // Picked and started under the lock that CancelJob takes, so a job cancelled a moment ago is
+    // not started from a stale copy.
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return false;
+    auto runnable = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED}, 0, 1, nullptr, true);
+    if (!runnable.ok()) {
+      log_warn("scheduler: cannot read the queue", {{"error", std::string(runnable.status().message())}});
+      return false;
+    }
+    if (runnable->empty()) return false;
+    job = runnable->front();
     const JobState from = job.state();
     const std::string reason = from == cpm::v1::JOB_STATE_PAUSED
                                    ? absl::StrCat("resuming from checkpoint step ", job.checkpoint_step())
@@ -553,7 +586,7 @@ bool JobManager::start_next() {
   if (failed.ok()) {
     runtime::TrainingRunOptions options =
         run_options(spec, job_dir(job.id()),
-                    (fs::path(options_.data_dir) / "adapters" / spec.name()).string(), options_.base_model);
+                    adapter_dir(spec.name()), options_.base_model);
     options.elapsed_seconds = seconds_of(job.progress().elapsed());
     options.tokens_seen = job.progress().tokens_seen();
     auto run = std::make_shared<runtime::TrainingRun>(std::move(data->split), std::move(options),
@@ -613,7 +646,7 @@ void JobManager::on_finished(const std::string& id, JobState to, const std::stri
     active_.reset();
     if (to == cpm::v1::JOB_STATE_SUCCEEDED) {
       const std::string& name = job.spec().name();
-      const std::string dir = (fs::path(options_.data_dir) / "adapters" / name).string();
+      const std::string dir = adapter_dir(name);
       auto engine = host_.engine();
       absl::Status registered = engine.ok() ? (*engine)->register_adapter(name, dir).status() : engine.status();
       if (registered.ok()) {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/guard.h"
 #include "common/status_macros.h"
 #include "common/logging.h"
 #include "io/peft_adapter.h"
@@ -62,7 +63,24 @@ TrainingRun::~TrainingRun() {
 
 bool TrainingRun::step(const model::LoadedModel& model) {
   if (finished_) return false;
-  if (!trainer_ && !start(model)) return false;
+  // Whatever LibTorch throws (out of memory in a checkpoint copy, a shape error) fails the job
+  // instead of escaping into the engine, which would drop the run without a word to the manager.
+  bool more = false;
+  const absl::Status s = guarded("training", [&] {
+    more = advance(model);
+    return absl::OkStatus();
+  });
+  if (!s.ok() && !finished_) return finish(RunOutcome::kFailed, s);
+  return more && !finished_;
+}
+
+bool TrainingRun::advance(const model::LoadedModel& model) {
+  if (!trainer_) {
+    if (!start(model)) return false;
+    // Resumed from the final checkpoint (the daemon died during the last evaluation or before the
+    // job's end was stored): only the end is left to do.
+    if (trainer_->done()) return complete();
+  }
   switch (control_->requested()) {
     case RunControl::Stop::kCancel:
       return finish(RunOutcome::kCancelled);
@@ -85,10 +103,19 @@ bool TrainingRun::step(const model::LoadedModel& model) {
   if (trainer_->checkpoint_due()) {
     if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
   }
-  if (trainer_->eval_due() && !data_.eval.empty()) {
+  if (!trainer_->done()) {
+    if (trainer_->eval_due() && !data_.eval.empty()) {
+      if (absl::Status s = evaluate(); !s.ok()) return finish(RunOutcome::kFailed, s);
+    }
+    return true;
+  }
+  return complete();
+}
+
+bool TrainingRun::complete() {
+  if (!data_.eval.empty()) {
     if (absl::Status s = evaluate(); !s.ok()) return finish(RunOutcome::kFailed, s);
   }
-  if (!trainer_->done()) return true;
   std::error_code ec;
   fs::remove_all(options_.adapter_dir, ec);  // a run that crashed after writing it writes it again
   if (absl::Status s = io::write_peft_adapter(options_.adapter_dir, trainer_->adapter()); !s.ok()) {
@@ -162,6 +189,7 @@ absl::Status TrainingRun::evaluate() {
 }
 
 bool TrainingRun::finish(RunOutcome outcome, const absl::Status& error) {
+  if (finished_) return false;
   // The trainer's device tensors go here, on the engine thread.
   trainer_.reset();
   finished_ = true;

@@ -97,7 +97,9 @@ class TrainingRun {
   bool step(const model::LoadedModel& model);
 
  private:
+  bool advance(const model::LoadedModel& model);  // step() without the exception guard
   bool start(const model::LoadedModel& model);
+  bool complete();  // the final evaluation, the adapter, success
   bool finish(RunOutcome outcome, const absl::Status& error = absl::OkStatus());
   absl::Status save_checkpoint();
   absl::Status evaluate();

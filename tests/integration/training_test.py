@@ -162,6 +162,13 @@ class TrainingTest(unittest.TestCase):
         listed = self.client.training.ListDatasets(S.ListDatasetsRequest(), timeout=10).datasets
         self.assertIn(d.id, [x.id for x in listed])
 
+    def test_an_empty_file_uploads_with_its_one_empty_chunk(self):
+        root = dataset_dir(os.path.join(self.tmp.name, "with-empty"), rows=2)
+        open(os.path.join(root, "NOTES"), "w").close()
+        d = self.client.upload(root)
+        self.assertEqual((d.num_records, d.num_files), (2, 4))
+        self.assertEqual(os.path.getsize(os.path.join(self.daemon.data_dir, "datasets", d.id, "NOTES")), 0)
+
     def test_bad_uploads_are_refused_and_leave_nothing(self):
         before = len(self.client.training.ListDatasets(S.ListDatasetsRequest(), timeout=10).datasets)
         invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -189,6 +196,8 @@ class TrainingTest(unittest.TestCase):
             "stream ended before": lambda m: m[:-1],
             "expected 0": lambda m: m[:1] + [S.UploadDatasetRequest(chunk=common_pb2.FileChunk(
                 path=m[1].chunk.path, offset=5, data=b"x"))],
+            "is a file and also a folder of": edit_manifest(lambda m: m.files.append(common_pb2.FileInfo(
+                path="labels.csv/x", size_bytes=0, sha256=hashlib.sha256(b"").hexdigest()))),
         }
         for expected, tamper in cases.items():
             with self.subTest(expected):
@@ -229,6 +238,8 @@ class TrainingTest(unittest.TestCase):
                          (16, 0.95, 10))
         self.assertEqual(job.spec.precision, S.PRECISION_FP32)
         self.assert_code(grpc.StatusCode.NOT_FOUND, t.GetJob, S.GetJobRequest(id="nope"), timeout=10)
+        self.assert_code(grpc.StatusCode.INVALID_ARGUMENT, t.GetJob, S.GetJobRequest(), timeout=10,
+                         contains="id is required")
         self.assert_code(grpc.StatusCode.NOT_FOUND, t.CancelJob, S.CancelJobRequest(id="nope"), timeout=10)
         self.assert_code(grpc.StatusCode.NOT_FOUND, lambda: self.client.watch("nope"))
 
@@ -261,6 +272,10 @@ class TrainingTest(unittest.TestCase):
                          timeout=10, contains="already ended")
         # A watcher that re-attaches after step 2 gets the rest; one without from_step a snapshot.
         self.assertEqual(progress_steps(self.client.watch(first.id, from_step=3)), [4, 6])
+        # Re-attaching after the last progress event still gets what came after it, and the end.
+        tail = self.client.watch(first.id, from_step=7)
+        self.assertEqual([e.WhichOneof("event") for e in tail], ["checkpoint", "eval", "state_change"])
+        self.assertEqual(tail[-1].state_change.to, S.JOB_STATE_SUCCEEDED)
         snapshot = self.client.watch(first.id)
         self.assertEqual(len(snapshot), 1)
         self.assertEqual(snapshot[0].snapshot.state, S.JOB_STATE_SUCCEEDED)
@@ -315,6 +330,40 @@ class TrainingTest(unittest.TestCase):
 
 class CrashRecoveryTest(unittest.TestCase):
     """kill -9 while a job trains; the restarted daemon resumes it from its last checkpoint."""
+
+    def test_kill_after_the_final_checkpoint_still_succeeds(self):
+        # The last step's checkpoint is written before the final evaluation (made slow here) and the
+        # adapter: a restart in between has only the end left to do.
+        with tempfile.TemporaryDirectory(prefix="cpmd-crash-end-") as tmp:
+            model = make_tiny_model(os.path.join(tmp, "tiny"))
+            data = dataset_dir(os.path.join(tmp, "fit"))
+            var = os.path.join(tmp, "var")
+            daemon = Daemon("--model", model, data_dir=var).start()
+            try:
+                daemon.wait_serving("cpm.v1.Training")
+                client = Client(daemon.address)
+                job = client.training.SubmitJob(S.SubmitJobRequest(spec=spec(
+                    client.upload(data).id, name="end", max_steps=4, logging_steps=1, save_steps=2,
+                    eval_max_new_tokens=256)), timeout=60)
+                for event in client.training.WatchJob(S.WatchJobRequest(id=job.id, from_step=0), timeout=300):
+                    if event.HasField("checkpoint") and event.checkpoint.step == 4:
+                        break
+                daemon.proc.send_signal(signal.SIGKILL)
+                daemon.proc.wait()
+                client.close()
+            finally:
+                daemon.close()
+            daemon = Daemon("--model", model, data_dir=var).start()
+            try:
+                client = Client(daemon.address)
+                events = client.watch(job.id, from_step=0)
+                self.assertEqual(progress_steps(events), [1, 2, 3, 4])
+                self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), states(events), "killed before the end")
+                final = client.training.GetJob(S.GetJobRequest(id=job.id), timeout=10)
+                self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "end"), final.error)
+                client.close()
+            finally:
+                daemon.close()
 
     def test_kill_during_training_then_restart_completes_the_job(self):
         with tempfile.TemporaryDirectory(prefix="cpmd-crash-") as tmp:
