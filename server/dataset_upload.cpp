@@ -4,10 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <set>
 
-#include "absl/strings/numbers.h"
+#include "api_values.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
@@ -26,15 +25,6 @@ namespace fs = std::filesystem;
 using cpm::v1::UploadDatasetRequest;
 
 absl::Status bad(const std::string& why) { return absl::InvalidArgumentError(why); }
-
-std::string new_dataset_id() {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "ds-%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
-  return buf;
-}
 
 bool is_hex_sha256(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -147,7 +137,7 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
     it->second.size = f.size_bytes();
     it->second.sha256 = f.sha256();
   }
-  const std::string id = new_dataset_id();
+  const std::string id = random_id("ds-");
   const std::string final_dir = (fs::path(dir_) / id).string();
   std::error_code ec;
   fs::create_directories(dir_, ec);
@@ -253,10 +243,7 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
   int64_t bytes = 0;
   for (const auto& [path, f] : files) bytes += f.size;
   dataset.set_size_bytes(bytes);
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::system_clock::now().time_since_epoch()).count();
-  dataset.mutable_create_time()->set_seconds(us / 1000000);
-  dataset.mutable_create_time()->set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
+  set_now(dataset.mutable_create_time());
   CPM_RETURN_IF_ERROR(core::io::publish_directory(staged, final_dir));
   staging.dir.clear();
   if (absl::Status s = store_.insert_dataset({dataset, final_dir, manifest.dataset_file()}); !s.ok()) {
@@ -270,17 +257,12 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
 }
 
 absl::StatusOr<cpm::v1::ListDatasetsResponse> DatasetUploads::list(const cpm::v1::ListDatasetsRequest& request) {
-  int64_t offset = 0;
-  const std::string& token = request.page().page_token();
-  if (!token.empty() && (!absl::SimpleAtoi(token, &offset) || offset < 0)) {
-    return bad(absl::StrCat("page_token \"", token, "\" is not one this server returned; start without it"));
-  }
-  const int size = request.page().page_size() <= 0 ? 50 : std::min(request.page().page_size(), 1000);
+  CPM_ASSIGN_OR_RETURN(const Page page, parse_page(request.page()));
   int64_t total = 0;
-  CPM_ASSIGN_OR_RETURN(auto stored, store_.datasets(offset, size, &total));
+  CPM_ASSIGN_OR_RETURN(auto stored, store_.datasets(page.offset, page.size, &total));
   cpm::v1::ListDatasetsResponse out;
   for (auto& d : stored) *out.add_datasets() = std::move(d.dataset);
-  if (offset + size < total) out.set_next_page_token(std::to_string(offset + size));
+  out.set_next_page_token(page.next_token(total));
   return out;
 }
 

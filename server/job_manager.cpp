@@ -3,9 +3,9 @@
 
 #include <filesystem>
 #include <limits>
-#include <random>
 
 #include "absl/strings/numbers.h"
+#include "api_values.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -27,22 +27,9 @@ using cpm::v1::JobState;
 using core::log_info;
 using core::log_warn;
 
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 1000;
-
 bool terminal(JobState s) {
   return s == cpm::v1::JOB_STATE_SUCCEEDED || s == cpm::v1::JOB_STATE_FAILED ||
          s == cpm::v1::JOB_STATE_CANCELLED;
-}
-
-std::string state_name(JobState s) { return state_label(s); }
-
-void set_now(google::protobuf::Timestamp* t) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
-  t->set_seconds(us / 1000000);
-  t->set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
 }
 
 void set_duration(google::protobuf::Duration* d, double seconds) {
@@ -58,30 +45,6 @@ JobEvent event_for(const Job& job, int64_t step) {
   set_now(e.mutable_time());
   e.set_step(step);
   return e;
-}
-
-std::string new_id() {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  char buf[13];
-  std::snprintf(buf, sizeof buf, "%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
-  return buf;
-}
-
-absl::StatusOr<int64_t> page_offset(const std::string& token) {
-  int64_t offset = 0;
-  if (token.empty()) return 0;
-  if (!absl::SimpleAtoi(token, &offset) || offset < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("page_token \"", token,
-                                                   "\" is not one this server returned; start without it"));
-  }
-  return offset;
-}
-
-int page_size(int requested) {
-  if (requested <= 0) return kDefaultPageSize;
-  return std::min(requested, kMaxPageSize);
 }
 
 c10::ScalarType dtype_of(const ModelStatus& status) {
@@ -122,6 +85,16 @@ int64_t newest_checkpoint_step(const std::string& dir) {
     step = 0;
   }
   return step;
+}
+
+// How the job's records become examples, with the engine's tokenizer and templates.
+absl::StatusOr<core::train::ExampleBuilder> example_builder(const runtime::Engine& engine,
+                                                            const cpm::v1::JobSpec& spec) {
+  core::train::ExampleOptions examples;
+  examples.model_max_length = spec.data().model_max_length();
+  examples.max_slice_nums = spec.data().max_slice_nums();
+  return core::train::ExampleBuilder::create(engine.tokenizer(), engine.chat_template(),
+                                             engine.configs().preprocessor, examples);
 }
 
 }  // namespace
@@ -234,7 +207,7 @@ absl::Status JobManager::recover() {
     if (cancelling) job.set_error(reason);
     CPM_RETURN_IF_ERROR(transition(job, cancelling ? cpm::v1::JOB_STATE_CANCELLED : cpm::v1::JOB_STATE_PAUSED,
                                    reason));
-    log_info("job recovered", {{"job", job.id()}, {"state", state_name(job.state())}});
+    log_info("job recovered", {{"job", job.id()}, {"state", state_label(job.state())}});
   }
   return absl::OkStatus();
 }
@@ -283,7 +256,7 @@ absl::Status JobManager::transition(Job& job, JobState to, const std::string& re
   job = std::move(next);
   ++version_;
   if (terminal(to)) metrics_.finished(to);
-  log_info("job state", {{"job", job.id()}, {"name", job.spec().name()}, {"state", state_name(to)},
+  log_info("job state", {{"job", job.id()}, {"name", job.spec().name()}, {"state", state_label(to)},
                          {"reason", reason}});
   return absl::OkStatus();
 }
@@ -311,7 +284,7 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
   absl::StatusOr<runtime::Engine*> engine = host_.engine();
   if (!engine.ok()) return engine.status();
   Job job;
-  job.set_id(new_id());
+  job.set_id(random_id(""));
   auto spec = complete_spec(request.spec(), job.id(), dtype_of(host_.status()));
   if (!spec.ok()) return spec.status();
   *job.mutable_spec() = *std::move(spec);
@@ -333,11 +306,7 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
   // The dataset is read and every record checked now, so a bad one fails the submission (with
   // the list) rather than the job later.
   const core::train::DataOptions data = data_options(job.spec());
-  core::train::ExampleOptions examples;
-  examples.model_max_length = job.spec().data().model_max_length();
-  examples.max_slice_nums = job.spec().data().max_slice_nums();
-  auto builder = core::train::ExampleBuilder::create((*engine)->tokenizer(), (*engine)->chat_template(),
-                                                     (*engine)->configs().preprocessor, examples);
+  auto builder = example_builder(**engine, job.spec());
   if (!builder.ok()) return builder.status();
   auto loaded = core::train::load_dataset(*file, *builder, data);
   if (!loaded.ok()) {
@@ -367,7 +336,7 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
                              {"train_examples", job.num_train_examples()},
                              {"eval_examples", job.num_eval_examples()}});
   changed();
-  fill_queue_position(job);
+  fill_queue_positions({&job});
   return job;
 }
 
@@ -379,18 +348,22 @@ std::string JobManager::adapter_dir(const std::string& name) const {
   return (fs::path(options_.data_dir) / "adapters" / name).string();
 }
 
-void JobManager::fill_queue_position(Job& job) {
-  if (job.state() != cpm::v1::JOB_STATE_QUEUED && job.state() != cpm::v1::JOB_STATE_PAUSED) return;
-  auto ahead = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED, cpm::v1::JOB_STATE_RUNNING,
-                            cpm::v1::JOB_STATE_CANCELLING},
-                           0, std::numeric_limits<int32_t>::max(), nullptr, true);
-  if (!ahead.ok()) return;
-  int32_t n = 0;
-  for (const Job& other : *ahead) {
-    if (other.id() == job.id()) break;
-    ++n;
+void JobManager::fill_queue_positions(std::vector<Job*> jobs) {
+  const auto waiting = [](const Job* j) {
+    return j->state() == cpm::v1::JOB_STATE_QUEUED || j->state() == cpm::v1::JOB_STATE_PAUSED;
+  };
+  if (std::none_of(jobs.begin(), jobs.end(), waiting)) return;
+  // One read of the line for all of them: the running job and the waiting ones, oldest first.
+  auto line = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED, cpm::v1::JOB_STATE_RUNNING,
+                           cpm::v1::JOB_STATE_CANCELLING},
+                          0, std::numeric_limits<int32_t>::max(), nullptr, true);
+  if (!line.ok()) return;
+  std::map<std::string, int32_t> position;
+  for (const Job& other : *line) position.emplace(other.id(), static_cast<int32_t>(position.size()));
+  for (Job* job : jobs) {
+    if (!waiting(job)) continue;
+    if (auto it = position.find(job->id()); it != position.end()) job->set_queue_position(it->second);
   }
-  job.set_queue_position(n);
 }
 
 absl::StatusOr<Job> JobManager::get(const std::string& id) {
@@ -400,7 +373,7 @@ absl::StatusOr<Job> JobManager::get(const std::string& id) {
   if (!job->has_value()) {
     return absl::NotFoundError(absl::StrCat("job ", id, " is unknown; ListJobs shows them"));
   }
-  fill_queue_position(**job);
+  fill_queue_positions({&**job});
   return **job;
 }
 
@@ -412,19 +385,18 @@ absl::StatusOr<cpm::v1::ListJobsResponse> JobManager::list(const cpm::v1::ListJo
     }
     states.push_back(static_cast<JobState>(s));
   }
-  auto offset = page_offset(request.page().page_token());
-  if (!offset.ok()) return offset.status();
-  const int size = page_size(request.page().page_size());
+  auto page = parse_page(request.page());
+  if (!page.ok()) return page.status();
   int64_t total = 0;
-  auto jobs = store_.jobs(states, *offset, size, &total);
+  auto jobs = store_.jobs(states, page->offset, page->size, &total);
   if (!jobs.ok()) return jobs.status();
+  std::vector<Job*> listed;
+  for (Job& job : *jobs) listed.push_back(&job);
+  fill_queue_positions(listed);
   cpm::v1::ListJobsResponse out;
-  for (Job& job : *jobs) {
-    fill_queue_position(job);
-    *out.add_jobs() = std::move(job);
-  }
+  for (Job& job : *jobs) *out.add_jobs() = std::move(job);
   out.set_total_size(static_cast<int32_t>(total));
-  if (*offset + size < total) out.set_next_page_token(std::to_string(*offset + size));
+  out.set_next_page_token(page->next_token(total));
   return out;
 }
 
@@ -447,7 +419,7 @@ absl::StatusOr<Job> JobManager::cancel(const std::string& id) {
   Job& job = **stored;
   if (terminal(job.state())) {
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " has already ended (", state_name(job.state()), "); nothing to cancel"));
+        absl::StrCat("job ", id, " has already ended (", state_label(job.state()), "); nothing to cancel"));
   }
   job.set_error("cancelled by a user before it ran");
   CPM_RETURN_IF_ERROR(transition(job, cpm::v1::JOB_STATE_CANCELLED, "cancelled by a user"));
@@ -568,11 +540,7 @@ bool JobManager::start_next() {
   absl::Status failed;
   if (!data) {  // submitted before a restart: read and check the data again
     auto file = dataset_file(spec);
-    core::train::ExampleOptions examples;
-    examples.model_max_length = spec.data().model_max_length();
-    examples.max_slice_nums = spec.data().max_slice_nums();
-    auto builder = core::train::ExampleBuilder::create((*engine)->tokenizer(), (*engine)->chat_template(),
-                                                       (*engine)->configs().preprocessor, examples);
+    auto builder = example_builder(**engine, spec);
     if (!file.ok()) {
       failed = file.status();
     } else if (!builder.ok()) {
@@ -672,6 +640,8 @@ void JobManager::begin_shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
+    // The running job checkpoints while in-flight calls finish, not after them.
+    if (active_) active_->control->request(runtime::RunControl::Stop::kPause);
   }
   cv_.notify_all();
 }

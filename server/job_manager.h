@@ -102,7 +102,7 @@ class JobManager {
   // Moves the active job (or `job`) to `to`, storing it with a state-change event; mu_ held.
   absl::Status transition(cpm::v1::Job& job, cpm::v1::JobState to, const std::string& reason,
                           std::vector<cpm::v1::JobEvent> more = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void fill_queue_position(cpm::v1::Job& job);
+  void fill_queue_positions(std::vector<cpm::v1::Job*> jobs);
   std::string job_dir(const std::string& id) const;         // its checkpoints
   std::string adapter_dir(const std::string& name) const;  // a finished job's adapter
   void changed();  // wakes the scheduler and the watchers

@@ -71,8 +71,11 @@ void fill_defaults(JobSpec& s) {
 // What train::validate does not cover, with the proto's field names.
 absl::Status check_fields(const JobSpec& s) {
   const auto& d = s.data();
-  if (d.model_max_length() < 16) return bad("data.model_max_length", "must be at least 16");
-  if (d.max_slice_nums() < 1) return bad("data.max_slice_nums", "must be at least 1");
+  // Upper bounds keep one step (and one evaluation, which runs between two OCR cycles) bounded.
+  if (d.model_max_length() < 16 || d.model_max_length() > 32768) {
+    return bad("data.model_max_length", "must be in [16, 32768] (Qwen2.5's context)");
+  }
+  if (d.max_slice_nums() < 1 || d.max_slice_nums() > 64) return bad("data.max_slice_nums", "must be in [1, 64]");
   if (d.has_eval_fraction() + d.has_eval_size() + !d.eval_dataset_id().empty() > 1) {
     return bad("data", "takes at most one of eval_fraction, eval_size and eval_dataset_id");
   }
@@ -104,6 +107,7 @@ absl::Status check_fields(const JobSpec& s) {
         "spec.tune_llm: full fine-tuning of the LLM is not supported; train LoRA adapters (use_lora)");
   }
   if (s.logging_steps() < 1) return bad("logging_steps", "must be >= 1");
+  if (s.eval_max_new_tokens() > 4096) return bad("eval_max_new_tokens", "must be at most 4096");
   if (s.batch_size() > 1024) return bad("batch_size", "must be at most 1024");
   if (s.labels_size() > 64) return bad("labels", "holds at most 64 entries");
   for (const auto& [k, v] : s.labels()) {

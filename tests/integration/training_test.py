@@ -331,56 +331,21 @@ class TrainingTest(unittest.TestCase):
 class CrashRecoveryTest(unittest.TestCase):
     """kill -9 while a job trains; the restarted daemon resumes it from its last checkpoint."""
 
-    def test_kill_after_the_final_checkpoint_still_succeeds(self):
-        # The last step's checkpoint is written before the final evaluation (made slow here) and the
-        # adapter: a restart in between has only the end left to do.
-        with tempfile.TemporaryDirectory(prefix="cpmd-crash-end-") as tmp:
-            model = make_tiny_model(os.path.join(tmp, "tiny"))
-            data = dataset_dir(os.path.join(tmp, "fit"))
-            var = os.path.join(tmp, "var")
-            daemon = Daemon("--model", model, data_dir=var).start()
-            try:
-                daemon.wait_serving("cpm.v1.Training")
-                client = Client(daemon.address)
-                job = client.training.SubmitJob(S.SubmitJobRequest(spec=spec(
-                    client.upload(data).id, name="end", max_steps=4, logging_steps=1, save_steps=2,
-                    eval_max_new_tokens=256)), timeout=60)
-                for event in client.training.WatchJob(S.WatchJobRequest(id=job.id, from_step=0), timeout=300):
-                    if event.HasField("checkpoint") and event.checkpoint.step == 4:
-                        break
-                daemon.proc.send_signal(signal.SIGKILL)
-                daemon.proc.wait()
-                client.close()
-            finally:
-                daemon.close()
-            daemon = Daemon("--model", model, data_dir=var).start()
-            try:
-                client = Client(daemon.address)
-                events = client.watch(job.id, from_step=0)
-                self.assertEqual(progress_steps(events), [1, 2, 3, 4])
-                self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), states(events), "killed before the end")
-                final = client.training.GetJob(S.GetJobRequest(id=job.id), timeout=10)
-                self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "end"), final.error)
-                client.close()
-            finally:
-                daemon.close()
-
-    def test_kill_during_training_then_restart_completes_the_job(self):
+    def crash_and_restart(self, name, kill_at, **fields):
+        """Runs a job until `kill_at(event)`, kills cpmd with SIGKILL, restarts it on the same data
+        directory and returns the job's whole history and its final state."""
         with tempfile.TemporaryDirectory(prefix="cpmd-crash-") as tmp:
             model = make_tiny_model(os.path.join(tmp, "tiny"))
             data = dataset_dir(os.path.join(tmp, "fit"))
             var = os.path.join(tmp, "var")
-            steps = 12
             daemon = Daemon("--model", model, data_dir=var).start()
             try:
                 daemon.wait_serving("cpm.v1.Training")
                 client = Client(daemon.address)
-                dataset = client.upload(data)
                 job = client.training.SubmitJob(S.SubmitJobRequest(spec=spec(
-                    dataset.id, name="crash", max_steps=steps, logging_steps=1, save_steps=3)), timeout=60)
-                # Watch until step 5 (past the checkpoint of step 3), then kill.
+                    client.upload(data).id, name=name, **fields)), timeout=60)
                 for event in client.training.WatchJob(S.WatchJobRequest(id=job.id, from_step=0), timeout=300):
-                    if event.HasField("progress") and event.progress.step >= 5:
+                    if kill_at(event):
                         break
                 daemon.proc.send_signal(signal.SIGKILL)
                 daemon.proc.wait()
@@ -390,23 +355,39 @@ class CrashRecoveryTest(unittest.TestCase):
             daemon = Daemon("--model", model, data_dir=var).start()
             try:
                 client = Client(daemon.address)
-                daemon.wait_serving("cpm.v1.Training")
                 events = client.watch(job.id, from_step=0)
-                steps_seen = progress_steps(events)
-                self.assertEqual(steps_seen, list(range(1, steps + 1)), "every step exactly once")
-                transitions = states(events)
-                self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), transitions)
-                self.assertIn(("JOB_STATE_PAUSED", "JOB_STATE_RUNNING"), transitions)
-                self.assertEqual(transitions[-1], ("JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"))
                 final = client.training.GetJob(S.GetJobRequest(id=job.id), timeout=10)
-                self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "crash"))
-                record = daemon.wait_for_log("job training")
-                self.assertGreaterEqual(int(record["resumed_from"]), 3)
+                resumed = daemon.wait_for_log("job training")
                 # SIGTERM while nothing runs: a clean exit.
                 client.close()
                 self.assertEqual(daemon.stop(), 0, daemon.log())
+                return events, final, resumed
             finally:
                 daemon.close()
+
+    def test_kill_during_training_then_restart_completes_the_job(self):
+        # Killed at step 5, past the checkpoint of step 3.
+        steps = 12
+        events, final, resumed = self.crash_and_restart(
+            "crash", lambda e: e.HasField("progress") and e.progress.step >= 5,
+            max_steps=steps, logging_steps=1, save_steps=3)
+        self.assertEqual(progress_steps(events), list(range(1, steps + 1)), "every step exactly once")
+        transitions = states(events)
+        self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), transitions)
+        self.assertIn(("JOB_STATE_PAUSED", "JOB_STATE_RUNNING"), transitions)
+        self.assertEqual(transitions[-1], ("JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"))
+        self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "crash"))
+        self.assertGreaterEqual(int(resumed["resumed_from"]), 3)
+
+    def test_kill_after_the_final_checkpoint_still_succeeds(self):
+        # The last step's checkpoint is written before the final evaluation (made slow here) and the
+        # adapter: a restart in between has only the end left to do.
+        events, final, _ = self.crash_and_restart(
+            "end", lambda e: e.HasField("checkpoint") and e.checkpoint.step == 4,
+            max_steps=4, logging_steps=1, save_steps=2, eval_max_new_tokens=256)
+        self.assertEqual(progress_steps(events), [1, 2, 3, 4])
+        self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), states(events), "killed before the end")
+        self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "end"), final.error)
 
 
 if __name__ == "__main__":

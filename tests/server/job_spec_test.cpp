@@ -110,6 +110,8 @@ TEST(JobSpec, BadFieldsAreNamed) {
   expect_bad([](auto& s) { s.mutable_optimizer()->set_adam_beta1(1); }, "betas");
   expect_bad([](auto& s) { s.set_batch_size(0); }, "batch_size");
   expect_bad([](auto& s) { s.set_logging_steps(0); }, "logging_steps");
+  expect_bad([](auto& s) { s.set_eval_max_new_tokens(1 << 30); }, "eval_max_new_tokens");
+  expect_bad([](auto& s) { s.mutable_data()->set_model_max_length(1 << 20); }, "model_max_length");
   expect_bad([](auto& s) {
     s.mutable_data()->set_eval_size(3);
     s.mutable_data()->set_eval_fraction(0.1);
