@@ -39,6 +39,7 @@ constexpr Field kFields[] = {
     {"max_queue", nullptr, &DaemonConfig::max_queue},
     {"adapter_memory_budget_bytes", nullptr, &DaemonConfig::adapter_memory_budget_bytes},
     {"adapter_roots", nullptr, nullptr, &DaemonConfig::adapter_roots},
+    {"dataset_roots", nullptr, nullptr, &DaemonConfig::dataset_roots},
     {"log_level", &DaemonConfig::log_level},
     {"log_format", &DaemonConfig::log_format},
     {"max_message_bytes", nullptr, &DaemonConfig::max_message_bytes},
@@ -194,11 +195,14 @@ absl::Status validate(const DaemonConfig& c) {
                     std::numeric_limits<int64_t>::max())}) {
     if (!s.ok()) return s;
   }
-  for (const std::string& root : c.adapter_roots) {
-    std::error_code ec;
-    if (root.empty() || !fs::is_directory(root, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "adapter root '", root, "' is not a directory; create it or fix adapter_roots"));
+  for (const auto& [key, roots] : {std::pair{"adapter_roots", &c.adapter_roots},
+                                    std::pair{"dataset_roots", &c.dataset_roots}}) {
+    for (const std::string& root : *roots) {
+      std::error_code ec;
+      if (root.empty() || !fs::is_directory(root, ec)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "'", root, "' in ", key, " is not a directory; create it or fix ", key));
+      }
     }
   }
   if (!c.model.empty()) {
@@ -235,6 +239,7 @@ absl::StatusOr<DaemonConfig> load_config(const ConfigOverrides& flags) {
   overlay(flags.max_queue, config.max_queue);
   overlay(flags.adapter_memory_budget_bytes, config.adapter_memory_budget_bytes);
   overlay(flags.adapter_roots, config.adapter_roots);
+  overlay(flags.dataset_roots, config.dataset_roots);
   overlay(flags.log_level, config.log_level);
   overlay(flags.log_format, config.log_format);
   overlay(flags.max_message_bytes, config.max_message_bytes);

@@ -40,6 +40,9 @@ struct DaemonConfig {
   // Folders that LoadAdapter paths must lie under once symlinks are resolved; relative paths in a
   // request are taken relative to the first. Empty: <data_dir>/adapters alone.
   std::vector<std::string> adapter_roots;
+  // Folders that SubmitJob's dataset_path must lie in once symlinks are resolved (uploads always
+  // work). Empty: <data_dir>/datasets alone.
+  std::vector<std::string> dataset_roots;
   // "debug" | "info" | "warn" | "error".
   std::string log_level = "info";
   // "text" (logfmt) | "json".
@@ -81,6 +84,7 @@ struct ConfigOverrides {
   std::optional<int64_t> max_queue;
   std::optional<int64_t> adapter_memory_budget_bytes;
   std::optional<std::vector<std::string>> adapter_roots;
+  std::optional<std::vector<std::string>> dataset_roots;
   std::optional<std::string> log_level;
   std::optional<std::string> log_format;
   std::optional<int64_t> max_message_bytes;

@@ -182,6 +182,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config
   JobManagerOptions job_options;
   job_options.data_dir = data_dir.string();
   job_options.base_model = config.model;
+  job_options.dataset_roots = config.dataset_roots;
   auto jobs = JobManager::start(*st->job_store, *st->host, *st->training_metrics, job_options);
   if (!jobs.ok()) return jobs.status();
   st->jobs = std::move(*jobs);

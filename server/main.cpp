@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
              "device bytes loaded adapters may hold together, 0 for no limit (default 0)");
   add_option(app, "--adapter-roots", flags.adapter_roots,
              "folders LoadAdapter paths must lie under (default DATA_DIR/adapters)");
+  add_option(app, "--dataset-roots", flags.dataset_roots,
+             "folders SubmitJob's dataset_path must lie under (default DATA_DIR/datasets)");
   add_option(app, "--log-level", flags.log_level, "debug | info | warn | error (default info)");
   add_option(app, "--log-format", flags.log_format, "text (logfmt) | json (default text)");
   add_option(app, "--max-message-bytes", flags.max_message_bytes,

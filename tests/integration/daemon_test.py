@@ -258,7 +258,8 @@ class LifecycleTest(unittest.TestCase):
             (["--device", "gpu"], "device 'gpu' is not one of"),
             (["--dtype", "int8"], "dtype 'int8' is not one of"),
             (["--max-batch-size", "0"], "max_batch_size 0 is out of range"),
-            (["--adapter-roots", "/nonexistent/adapters"], "adapter root '/nonexistent/adapters' is not a directory"),
+            (["--adapter-roots", "/nonexistent/adapters"], "'/nonexistent/adapters' in adapter_roots is not a directory"),
+            (["--dataset-roots", "/nonexistent/data"], "'/nonexistent/data' in dataset_roots is not a directory"),
             (["--config", "/nonexistent/cpmd.json"], "cannot be opened"),
             (["--bogus-flag"], "bogus-flag"),
         ]

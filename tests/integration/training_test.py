@@ -125,7 +125,9 @@ class TrainingTest(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cpmd-train-")
         cls.model = make_tiny_model(os.path.join(cls.tmp.name, "tiny"))
         cls.data = dataset_dir(os.path.join(cls.tmp.name, "fit"))
-        cls.daemon = Daemon("--model", cls.model).start()
+        cls.roots = os.path.join(cls.tmp.name, "roots")
+        dataset_dir(os.path.join(cls.roots, "on-host"))
+        cls.daemon = Daemon("--model", cls.model, "--dataset-roots", cls.roots).start()
         cls.daemon.wait_serving("cpm.v1.Training")
         cls.client = Client(cls.daemon.address)
         cls.dataset = cls.client.upload(cls.data)
@@ -218,6 +220,12 @@ class TrainingTest(unittest.TestCase):
         self.assert_code(grpc.StatusCode.NOT_FOUND, submit, spec("ds-000000000000"), contains="ListDatasets")
         self.assert_code(grpc.StatusCode.PERMISSION_DENIED, submit,
                          S.JobSpec(dataset_path=os.path.join(self.data, "labels.csv")), contains="dataset roots")
+        self.assert_code(grpc.StatusCode.PERMISSION_DENIED, submit, S.JobSpec(dataset_path="../fit/labels.csv"),
+                         contains="dataset roots")
+        # A file on the daemon host under a configured root, relative to the first one.
+        on_host = submit(S.JobSpec(dataset_path="on-host/labels.csv", data=S.DataOptions(eval_size=1)),
+                         validate_only=True)
+        self.assertEqual((on_host.num_train_examples, on_host.num_eval_examples), (3, 1))
         self.assert_code(invalid, submit, spec(self.dataset.id, optimizer={"learning_rate": -1}),
                          contains="learning_rate")
         self.assert_code(invalid, submit, spec(self.dataset.id, lora={"dropout": 1.5}), contains="lora.dropout")

@@ -29,6 +29,7 @@ TEST(Config, DefaultsAreLoopbackAndVar) {
   EXPECT_EQ(c->max_queue, 256);
   EXPECT_EQ(c->adapter_memory_budget_bytes, 0);
   EXPECT_TRUE(c->adapter_roots.empty());
+  EXPECT_TRUE(c->dataset_roots.empty());
 }
 
 TEST(Config, FileOverridesDefaultsAndFlagsOverrideFile) {
@@ -166,6 +167,9 @@ TEST(Config, ValidatesEngineKeys) {
   flags = {};
   flags.adapter_roots = {dir.file("missing")};
   EXPECT_THAT(load_config(flags).status().message(), HasSubstr("is not a directory"));
+  flags = {};
+  flags.dataset_roots = {dir.file("missing")};
+  EXPECT_THAT(load_config(flags).status().message(), HasSubstr("in dataset_roots is not a directory"));
   flags = {};
   flags.config_file = dir.write("roots.json", R"({"adapter_roots": "/srv"})");
   EXPECT_THAT(load_config(flags).status().message(),
