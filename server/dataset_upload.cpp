@@ -117,7 +117,11 @@ absl::Status check_relative_path(const std::string& path) {
 }
 
 DatasetUploads::DatasetUploads(JobStore& store, ModelHost& host, std::string datasets_dir, UploadLimits limits)
-    : store_(store), host_(host), dir_(std::move(datasets_dir)), limits_(limits) {}
+    : store_(store), host_(host), dir_(std::move(datasets_dir)), limits_(limits) {
+  if (const int n = core::io::remove_stale_staging(dir_); n > 0) {
+    core::log_info("removed uploads a crash interrupted", {{"dir", dir_}, {"count", n}});
+  }
+}
 
 absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<bool(UploadDatasetRequest&)>& next,
                                                          const std::function<bool()>& cancelled) {

@@ -31,6 +31,7 @@ absl::Status check_relative_path(const std::string& path);
 // Thread-safe: each call of receive() is independent.
 class DatasetUploads {
  public:
+  // Removes the staging folders of uploads that a crash interrupted.
   DatasetUploads(JobStore& store, ModelHost& host, std::string datasets_dir, UploadLimits limits = {});
 
   // Reads the stream through `next` (false once it ends) and stores the dataset. INVALID_ARGUMENT

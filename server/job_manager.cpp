@@ -4,11 +4,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "api_values.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "io/atomic_file.h"
 #include "job_spec.h"
 #include "model_host.h"
 #include "runtime/engine.h"
@@ -195,10 +197,18 @@ absl::Status JobManager::recover() {
   for (Job& job : *interrupted) {
     // The run resumes from its newest checkpoint and records the steps after it again: their old
     // events go now, before any watcher can replay them.
+    core::io::remove_stale_staging(job_dir(job.id()));  // a checkpoint the crash cut short
     const int64_t checkpoint = newest_checkpoint_step(job_dir(job.id()));
     CPM_RETURN_IF_ERROR(store_.drop_events_after(job.id(), checkpoint));
     job.set_checkpoint_step(checkpoint);
-    if (job.progress().step() > checkpoint) job.mutable_progress()->set_step(checkpoint);
+    // The run's counters (tokens seen, elapsed) carry on from the newest progress that stays.
+    CPM_ASSIGN_OR_RETURN(auto kept, store_.events(job.id(), 0));
+    const int64_t max_steps = job.progress().max_steps();
+    job.clear_progress();
+    for (const auto& [seq, event] : kept) {
+      if (event.has_progress()) *job.mutable_progress() = event.progress();
+    }
+    job.mutable_progress()->set_max_steps(max_steps);
     const bool cancelling = job.state() == cpm::v1::JOB_STATE_CANCELLING;
     const std::string reason =
         cancelling ? "cancelled by a user; cpmd stopped before the job reached a step boundary"
@@ -303,6 +313,12 @@ absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request)
   }
   auto file = dataset_file(job.spec());
   if (!file.ok()) return file.status();
+  cpm::v1::DataOptions& data_spec = *job.mutable_spec()->mutable_data();
+  if (data_spec.format() == cpm::v1::DATASET_FORMAT_UNSPECIFIED) {  // as the reader decides it
+    const std::string ext = absl::AsciiStrToLower(fs::path(*file).extension().string());
+    if (ext == ".csv") data_spec.set_format(cpm::v1::DATASET_FORMAT_CSV);
+    if (ext == ".json" || ext == ".jsonl") data_spec.set_format(cpm::v1::DATASET_FORMAT_CONVERSATION_JSON);
+  }
   // The dataset is read and every record checked now, so a bad one fails the submission (with
   // the list) rather than the job later.
   const core::train::DataOptions data = data_options(job.spec());

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,19 @@ absl::StatusOr<std::string> staging_directory(const std::string& dir) {
   fs::create_directories(staged, ec);
   if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create ", staged.string(), ": ", ec.message()));
   return staged.string();
+}
+
+int remove_stale_staging(const std::string& dir) {
+  static const std::regex staging(R"(\..+\.tmp\.\d+\.\d+)");
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!std::regex_match(entry.path().filename().string(), staging)) continue;
+    std::error_code rm;
+    fs::remove_all(entry.path(), rm);
+    if (!rm) ++removed;
+  }
+  return removed;
 }
 
 absl::Status publish_directory(const std::string& staged, const std::string& dir) {

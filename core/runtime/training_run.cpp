@@ -83,8 +83,11 @@ bool TrainingRun::advance(const model::LoadedModel& model) {
   }
   switch (control_->requested()) {
     case RunControl::Stop::kCancel:
+      flush_progress();
       return finish(RunOutcome::kCancelled);
     case RunControl::Stop::kPause: {
+      // The history and the resumed run's counters (tokens, elapsed) continue from this step.
+      flush_progress();
       if (trainer_->step_count() > last_checkpoint_) {
         if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
       }
@@ -100,6 +103,8 @@ bool TrainingRun::advance(const model::LoadedModel& model) {
                                                                ": ", r.status().message())));
   }
   report(*r);
+  const int64_t every = std::max<int64_t>(1, options_.logging_steps);
+  if (r->step == 1 || r->step % every == 0 || r->step == r->total_steps) flush_progress();
   if (trainer_->checkpoint_due()) {
     if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
   }
@@ -145,8 +150,12 @@ void TrainingRun::report(const train::StepReport& r) {
   interval_seconds_ += r.step_seconds;
   tokens_seen_ += r.tokens;
   peak_memory_ = std::max(peak_memory_, r.gpu_memory_bytes > 0 ? r.gpu_memory_bytes : resident_bytes());
-  const int64_t every = std::max<int64_t>(1, options_.logging_steps);
-  if (r.step != 1 && r.step % every != 0 && r.step != r.total_steps) return;
+  last_ = r;
+}
+
+void TrainingRun::flush_progress() {
+  if (interval_steps_ == 0) return;
+  const train::StepReport& r = last_;
   const auto& c = options_.config;
   const double examples_per_step = static_cast<double>(c.batch_size) * c.gradient_accumulation_steps;
   TrainingProgress p;

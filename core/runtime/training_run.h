@@ -103,7 +103,8 @@ class TrainingRun {
   bool finish(RunOutcome outcome, const absl::Status& error = absl::OkStatus());
   absl::Status save_checkpoint();
   absl::Status evaluate();
-  void report(const train::StepReport& r);
+  void report(const train::StepReport& r);  // adds a step to the logging interval
+  void flush_progress();                     // reports the interval, if it holds a step
 
   train::DatasetSplit data_;
   const TrainingRunOptions options_;
@@ -112,6 +113,7 @@ class TrainingRun {
   std::optional<train::ExampleBuilder> builder_;
   std::unique_ptr<train::Trainer> trainer_;
   int64_t last_checkpoint_ = 0;
+  train::StepReport last_;  // the newest step
   bool finished_ = false;
   // The logging interval so far.
   double loss_sum_ = 0;

@@ -245,6 +245,7 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual((job.spec.lora.alpha, job.spec.optimizer.adam_beta2, job.spec.save_total_limit),
                          (16, 0.95, 10))
         self.assertEqual(job.spec.precision, S.PRECISION_FP32)
+        self.assertEqual(job.spec.data.format, S.DATASET_FORMAT_CSV)
         self.assert_code(grpc.StatusCode.NOT_FOUND, t.GetJob, S.GetJobRequest(id="nope"), timeout=10)
         self.assert_code(grpc.StatusCode.INVALID_ARGUMENT, t.GetJob, S.GetJobRequest(), timeout=10,
                          contains="id is required")
@@ -339,8 +340,8 @@ class TrainingTest(unittest.TestCase):
 class CrashRecoveryTest(unittest.TestCase):
     """kill -9 while a job trains; the restarted daemon resumes it from its last checkpoint."""
 
-    def crash_and_restart(self, name, kill_at, **fields):
-        """Runs a job until `kill_at(event)`, kills cpmd with SIGKILL, restarts it on the same data
+    def crash_and_restart(self, name, kill_at, sig=signal.SIGKILL, **fields):
+        """Runs a job until `kill_at(event)`, stops cpmd with `sig`, restarts it on the same data
         directory and returns the job's whole history and its final state."""
         with tempfile.TemporaryDirectory(prefix="cpmd-crash-") as tmp:
             model = make_tiny_model(os.path.join(tmp, "tiny"))
@@ -355,8 +356,10 @@ class CrashRecoveryTest(unittest.TestCase):
                 for event in client.training.WatchJob(S.WatchJobRequest(id=job.id, from_step=0), timeout=300):
                     if kill_at(event):
                         break
-                daemon.proc.send_signal(signal.SIGKILL)
-                daemon.proc.wait()
+                daemon.proc.send_signal(sig)
+                code = daemon.proc.wait(timeout=120)
+                if sig == signal.SIGTERM:
+                    self.assertEqual(code, 0, daemon.log())
                 client.close()
             finally:
                 daemon.close()
@@ -386,6 +389,25 @@ class CrashRecoveryTest(unittest.TestCase):
         self.assertEqual(transitions[-1], ("JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"))
         self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "crash"))
         self.assertGreaterEqual(int(resumed["resumed_from"]), 3)
+
+    def test_sigterm_checkpoints_and_pauses_the_job_and_the_restart_resumes_it(self):
+        # Stopped cleanly at step ~5 with checkpoints every 100 steps: the pause writes one at its
+        # step and reports that step, so nothing is trained twice.
+        steps = 10
+        events, final, resumed = self.crash_and_restart(
+            "pause", lambda e: e.HasField("progress") and e.progress.step >= 5, sig=signal.SIGTERM,
+            max_steps=steps, logging_steps=5, save_steps=100)
+        seen = progress_steps(events)
+        self.assertEqual(seen, sorted(set(seen)), "no step twice")
+        self.assertEqual(seen[-1], steps)
+        paused_at = int(resumed["resumed_from"])
+        self.assertGreaterEqual(paused_at, 5)
+        self.assertIn(paused_at, seen, "the pause reports the step it stopped at")
+        self.assertIn(paused_at, [e.checkpoint.step for e in events if e.HasField("checkpoint")])
+        self.assertIn(("JOB_STATE_RUNNING", "JOB_STATE_PAUSED"), states(events))
+        self.assertEqual((final.state, final.adapter_name), (S.JOB_STATE_SUCCEEDED, "pause"), final.error)
+        last = [e.progress for e in events if e.HasField("progress")][-1]
+        self.assertGreater(last.tokens_seen, 0)
 
     def test_kill_after_the_final_checkpoint_still_succeeds(self):
         # The last step's checkpoint is written before the final evaluation (made slow here) and the

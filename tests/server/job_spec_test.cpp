@@ -124,6 +124,8 @@ TEST(JobSpec, BadFieldsAreNamed) {
   }, "full fine-tuning", absl::StatusCode::kUnimplemented);
   expect_bad([](auto& s) { s.set_precision(cpm::v1::PRECISION_BF16); }, "--dtype",
              absl::StatusCode::kFailedPrecondition);
+  expect_bad([](auto& s) { s.set_precision(cpm::v1::PRECISION_FP16); }, "FP16: not supported",
+             absl::StatusCode::kUnimplemented);
 }
 
 }  // namespace
