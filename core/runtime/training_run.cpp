@@ -96,6 +96,7 @@ bool TrainingRun::advance(const model::LoadedModel& model) {
     case RunControl::Stop::kNone:
       break;
   }
+  if (eval_) return continue_evaluation();
   absl::StatusOr<train::StepReport> r = trainer_->step();
   if (!r.ok()) {
     return finish(RunOutcome::kFailed,
@@ -109,9 +110,7 @@ bool TrainingRun::advance(const model::LoadedModel& model) {
     if (absl::Status s = save_checkpoint(); !s.ok()) return finish(RunOutcome::kFailed, s);
   }
   if (!trainer_->done()) {
-    if (trainer_->eval_due() && !data_.eval.empty()) {
-      if (absl::Status s = evaluate(); !s.ok()) return finish(RunOutcome::kFailed, s);
-    }
+    if (trainer_->eval_due() && !data_.eval.empty()) begin_evaluation(/*then_complete=*/false);
     return true;
   }
   return complete();
@@ -119,8 +118,37 @@ bool TrainingRun::advance(const model::LoadedModel& model) {
 
 bool TrainingRun::complete() {
   if (!data_.eval.empty()) {
-    if (absl::Status s = evaluate(); !s.ok()) return finish(RunOutcome::kFailed, s);
+    begin_evaluation(/*then_complete=*/true);
+    return true;
   }
+  return write_adapter();
+}
+
+void TrainingRun::begin_evaluation(bool then_complete) {
+  eval_.emplace();
+  eval_started_ = std::chrono::steady_clock::now();
+  complete_after_eval_ = then_complete;
+}
+
+bool TrainingRun::continue_evaluation() {
+  // A few records per engine turn: an OCR request waits for at most their greedy decoding, not
+  // for the whole evaluation.
+  constexpr size_t kRecordsPerTurn = 1;
+  const auto failed = [&](const absl::Status& s) {
+    return finish(RunOutcome::kFailed,
+                  absl::Status(s.code(), absl::StrCat("evaluation after step ", trainer_->step_count(), ": ",
+                                                      s.message())));
+  };
+  if (absl::Status s = trainer_->evaluate_some(*eval_, kRecordsPerTurn); !s.ok()) return failed(s);
+  if (!trainer_->evaluation_done(*eval_)) return true;
+  absl::StatusOr<train::EvalReport> report = trainer_->finish_evaluation(*std::move(eval_));
+  eval_.reset();
+  if (!report.ok()) return failed(report.status());
+  listener_->on_eval(*report, seconds_since(eval_started_));
+  return complete_after_eval_ ? write_adapter() : true;
+}
+
+bool TrainingRun::write_adapter() {
   std::error_code ec;
   fs::remove_all(options_.adapter_dir, ec);  // a run that crashed after writing it writes it again
   if (absl::Status s = io::write_peft_adapter(options_.adapter_dir, trainer_->adapter()); !s.ok()) {
@@ -182,18 +210,6 @@ absl::Status TrainingRun::save_checkpoint() {
   const std::string path =
       (fs::path(options_.config.output_dir) / absl::StrCat("checkpoint-", last_checkpoint_)).string();
   listener_->on_checkpoint(last_checkpoint_, path, folder_bytes(path));
-  return absl::OkStatus();
-}
-
-absl::Status TrainingRun::evaluate() {
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<train::EvalReport> e = trainer_->evaluate();
-  if (!e.ok()) {
-    return absl::Status(e.status().code(), absl::StrCat("evaluation after step ",
-                                                        trainer_->step_count(), ": ",
-                                                        e.status().message()));
-  }
-  listener_->on_eval(*e, seconds_since(start));
   return absl::OkStatus();
 }
 

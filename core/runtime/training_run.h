@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // One fine-tuning job as the engine's background work: each call of step() (on the engine thread,
-// between OCR cycles) runs one optimizer step, then checkpoints and evaluates when due, and reports
-// what happened to a listener. The first call builds the trainer (resuming from the newest
+// between OCR cycles) runs one optimizer step and checkpoints when due, or evaluates one record of
+// an evaluation under way, and reports what happened to a listener. The first call builds the trainer (resuming from the newest
 // checkpoint in the output folder); the last one writes the PEFT adapter and frees the trainer's
 // device tensors before returning false, so nothing of the job outlives it on the device.
 //
-// A stop request (cancel, or pause because the daemon stops) takes effect at the next step
-// boundary; a pause first checkpoints the steps done since the last checkpoint, so a restart loses
-// no work.
+// A stop request (cancel, or pause because the daemon stops) takes effect at the next call; a pause
+// first checkpoints the steps done since the last checkpoint, so a restart loses no training (an
+// evaluation it interrupts is dropped, except the final one, which the restart runs again).
 #pragma once
 
 #include <atomic>
@@ -99,10 +99,12 @@ class TrainingRun {
  private:
   bool advance(const model::LoadedModel& model);  // step() without the exception guard
   bool start(const model::LoadedModel& model);
-  bool complete();  // the final evaluation, the adapter, success
+  bool complete();  // the final evaluation, then write_adapter()
+  bool write_adapter();  // and success
+  void begin_evaluation(bool then_complete);
+  bool continue_evaluation();  // a slice of the evaluation under way
   bool finish(RunOutcome outcome, const absl::Status& error = absl::OkStatus());
   absl::Status save_checkpoint();
-  absl::Status evaluate();
   void report(const train::StepReport& r);  // adds a step to the logging interval
   void flush_progress();                     // reports the interval, if it holds a step
 
@@ -114,6 +116,10 @@ class TrainingRun {
   std::unique_ptr<train::Trainer> trainer_;
   int64_t last_checkpoint_ = 0;
   train::StepReport last_;  // the newest step
+  // The evaluation under way, spread over engine turns; then the job ends if complete_after_eval_.
+  std::optional<train::EvalProgress> eval_;
+  std::chrono::steady_clock::time_point eval_started_;
+  bool complete_after_eval_ = false;
   bool finished_ = false;
   // The logging interval so far.
   double loss_sum_ = 0;

@@ -365,9 +365,14 @@ absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches
 }
 
 absl::StatusOr<EvalReport> Trainer::evaluate() {
-  EvalReport report;
-  report.step = step_;
-  if (eval_.empty()) return report;
+  EvalProgress progress;
+  if (auto s = evaluate_some(progress, eval_.size()); !s.ok()) return s;
+  return finish_evaluation(std::move(progress));
+}
+
+absl::Status Trainer::evaluate_some(EvalProgress& progress, size_t count) {
+  const size_t end = std::min(eval_.size(), progress.next + count);
+  if (progress.next >= end) return absl::OkStatus();
   at::NoGradGuard no_grad;
   const model::MiniCPMO model(params_, base_.configs.model, model::run_options(adapter_.config, /*training=*/false));
   const io::Tokenizer& tok = *base_.tokenizer;
@@ -377,16 +382,14 @@ absl::StatusOr<EvalReport> Trainer::evaluate() {
     if (const auto id = tok.token_to_id(stop)) greedy.stop_ids.push_back(*id);
   }
   const int32_t im_end = tok.token_to_id("<|im_end|>").value_or(-1);
-  std::vector<std::string> references;
-  double loss_sum = 0;
-  int64_t labelled = 0;
   try {
-    for (const DatasetRecord& record : eval_) {
+    for (; progress.next < end; ++progress.next) {
+      const DatasetRecord& record = eval_[progress.next];
       auto ex = builder_.build(record.conversation);
       if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
       const BatchLoss b = batch_loss(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model);
-      loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
-      labelled += b.labelled;
+      progress.loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
+      progress.labelled += b.labelled;
       // The prompt is everything up to the last answer's "assistant\n"; the reference is that
       // answer's text (the labelled span without its <|im_end|>).
       int64_t first = -1;
@@ -401,7 +404,6 @@ absl::StatusOr<EvalReport> Trainer::evaluate() {
       while (answer_end < static_cast<int64_t>(ex->input_ids.size()) && ex->input_ids[answer_end] != im_end) ++answer_end;
       auto reference = tok.decode(std::span<const int32_t>(ex->input_ids).subspan(answer_begin, answer_end - answer_begin));
       if (!reference.ok()) return reference.status();
-      references.push_back(*reference);
 
       std::vector<std::pair<int64_t, int64_t>> bounds;
       for (const auto& b2 : ex->image_bound) {
@@ -419,15 +421,24 @@ absl::StatusOr<EvalReport> Trainer::evaluate() {
           serve::generate_greedy(model.llm(), model.prompt_embeddings(ids, bounds, features), greedy);
       auto text = serve::answer_text(tok, g);
       if (!text.ok()) return text.status();
-      report.predictions.push_back(*text);
+      progress.references.push_back(*std::move(reference));
+      progress.predictions.push_back(*std::move(text));
     }
   } catch (const std::exception& e) {
     return from_exception(e);
   }
-  report.loss = labelled > 0 ? loss_sum / static_cast<double>(labelled) : 0;
-  auto metrics = latex_metrics(report.predictions, references);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvalReport> Trainer::finish_evaluation(EvalProgress progress) const {
+  EvalReport report;
+  report.step = step_;
+  if (progress.predictions.empty()) return report;
+  report.loss = progress.labelled > 0 ? progress.loss_sum / static_cast<double>(progress.labelled) : 0;
+  auto metrics = latex_metrics(progress.predictions, progress.references);
   if (!metrics.ok()) return metrics.status();
   report.metrics = *metrics;
+  report.predictions = std::move(progress.predictions);
   return report;
 }
 

@@ -81,6 +81,15 @@ struct StepReport {
   int64_t gpu_memory_bytes = 0;  // allocated on the training device (0 on the CPU)
 };
 
+// An evaluation under way: Trainer::evaluate_some() adds records to it, so that a caller that must
+// stay responsive (the daemon's engine thread) can evaluate a few records between other work.
+struct EvalProgress {
+  size_t next = 0;  // index of the next eval record
+  double loss_sum = 0;
+  int64_t labelled = 0;
+  std::vector<std::string> predictions, references;
+};
+
 struct EvalReport {
   int64_t step = 0;
   double loss = 0;  // mean over the eval examples' labelled tokens
@@ -112,6 +121,11 @@ class Trainer {
   absl::StatusOr<StepReport> step(const std::vector<Batch>& micro_batches);
   // Eval loss and greedy-decoding OCR metrics over the eval records.
   absl::StatusOr<EvalReport> evaluate();
+  // The same in slices: evaluate_some(p, n) until evaluation_done(p), then finish_evaluation(p).
+  // No step() may run in between (the records are evaluated with the weights of this step).
+  absl::Status evaluate_some(EvalProgress& progress, size_t count);
+  bool evaluation_done(const EvalProgress& progress) const { return progress.next >= eval_.size(); }
+  absl::StatusOr<EvalReport> finish_evaluation(EvalProgress progress) const;
   // <output_dir>/checkpoint-<step>, written atomically; prunes beyond save_total_limit.
   absl::Status save_checkpoint();
   // The adapter as trained so far, in PEFT format (CPU tensors).
