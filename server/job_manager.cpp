@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "io/atomic_file.h"
+#include "job_events.h"
 #include "job_spec.h"
 #include "model_host.h"
 #include "runtime/engine.h"
@@ -28,26 +29,6 @@ using cpm::v1::JobEvent;
 using cpm::v1::JobState;
 using core::log_info;
 using core::log_warn;
-
-bool terminal(JobState s) {
-  return s == cpm::v1::JOB_STATE_SUCCEEDED || s == cpm::v1::JOB_STATE_FAILED ||
-         s == cpm::v1::JOB_STATE_CANCELLED;
-}
-
-void set_duration(google::protobuf::Duration* d, double seconds) {
-  d->set_seconds(static_cast<int64_t>(seconds));
-  d->set_nanos(static_cast<int32_t>((seconds - static_cast<double>(d->seconds())) * 1e9));
-}
-
-double seconds_of(const google::protobuf::Duration& d) { return d.seconds() + d.nanos() * 1e-9; }
-
-JobEvent event_for(const Job& job, int64_t step) {
-  JobEvent e;
-  e.set_job_id(job.id());
-  set_now(e.mutable_time());
-  e.set_step(step);
-  return e;
-}
 
 c10::ScalarType dtype_of(const ModelStatus& status) {
   return status.dtype == "bfloat16" ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
@@ -110,20 +91,9 @@ class JobManager::Listener final : public runtime::TrainingListener {
   }
   void on_progress(const runtime::TrainingProgress& p) override {
     m_.record(id_, [&p](Job& job) {
-      cpm::v1::TrainProgress& t = *job.mutable_progress();
-      t.set_step(p.step);
-      t.set_max_steps(p.max_steps);
-      t.set_epoch(p.epoch);
-      t.set_loss(p.loss);
-      t.set_learning_rate(p.learning_rate);
-      t.set_grad_norm(p.grad_norm);
-      t.set_tokens_per_second(p.tokens_per_second);
-      set_duration(t.mutable_elapsed(), p.elapsed_seconds);
-      set_duration(t.mutable_eta(), p.eta_seconds);
-      t.set_peak_memory_bytes(p.peak_memory_bytes);
-      t.set_tokens_seen(p.tokens_seen);
+      *job.mutable_progress() = to_proto(p);
       JobEvent e = event_for(job, p.step);
-      *e.mutable_progress() = t;
+      *e.mutable_progress() = job.progress();
       return e;
     });
   }
@@ -139,17 +109,10 @@ class JobManager::Listener final : public runtime::TrainingListener {
   }
   void on_eval(const core::train::EvalReport& r, double seconds) override {
     m_.record(id_, [&](Job& job) {
-      cpm::v1::EvalResult& e = *job.mutable_last_eval();
-      e.set_step(r.step);
-      e.set_eval_loss(r.loss);
-      e.set_exact_match(r.metrics.exact_match);
-      e.set_edit_distance(r.metrics.normalized_edit_distance);
-      e.set_bleu4(r.metrics.bleu4);
-      e.set_num_examples(static_cast<int32_t>(r.metrics.count));
-      set_duration(e.mutable_duration(), seconds);
-      JobEvent event = event_for(job, r.step);
-      *event.mutable_eval() = e;
-      return event;
+      *job.mutable_last_eval() = to_proto(r, seconds);
+      JobEvent e = event_for(job, r.step);
+      *e.mutable_eval() = job.last_eval();
+      return e;
     });
   }
   void on_finished(runtime::RunOutcome outcome, const absl::Status& error) override {
@@ -259,13 +222,13 @@ absl::Status JobManager::transition(Job& job, JobState to, const std::string& re
   e.mutable_state_change()->set_reason(reason);
   next.set_state(to);
   if (to == cpm::v1::JOB_STATE_RUNNING && !next.has_start_time()) set_now(next.mutable_start_time());
-  if (terminal(to)) set_now(next.mutable_end_time());
+  if (is_terminal(to)) set_now(next.mutable_end_time());
   next.clear_queue_position();
   more.push_back(std::move(e));
   CPM_RETURN_IF_ERROR(store_.update_job(next, more));
   job = std::move(next);
   ++version_;
-  if (terminal(to)) metrics_.finished(to);
+  if (is_terminal(to)) metrics_.finished(to);
   log_info("job state", {{"job", job.id()}, {"name", job.spec().name()}, {"state", state_label(to)},
                          {"reason", reason}});
   return absl::OkStatus();
@@ -433,7 +396,7 @@ absl::StatusOr<Job> JobManager::cancel(const std::string& id) {
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " is unknown; ListJobs shows them"));
   Job& job = **stored;
-  if (terminal(job.state())) {
+  if (is_terminal(job.state())) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " has already ended (", state_label(job.state()), "); nothing to cancel"));
   }
@@ -442,65 +405,6 @@ absl::StatusOr<Job> JobManager::cancel(const std::string& id) {
   validated_.erase(id);
   cv_.notify_all();
   return job;
-}
-
-absl::Status JobManager::watch(const cpm::v1::WatchJobRequest& request,
-                               const std::function<bool(const JobEvent&)>& send,
-                               const std::function<bool()>& gone) {
-  const std::string& id = request.id();
-  auto before = store_.last_seq(id);
-  if (!before.ok()) return before.status();
-  auto job = get(id);
-  if (!job.ok()) return job.status();
-  // With from_step N the watcher has seen progress up to N - 1: it gets everything recorded after
-  // that progress event (checkpoints, evaluations and state changes stamped with the same step
-  // included), except progress of steps it has seen, which a resumed job records again.
-  const int64_t from_step = request.has_from_step() ? request.from_step() : 0;
-  const auto wanted = [from_step](const JobEvent& e) { return !(e.has_progress() && e.step() < from_step); };
-  const auto ends = [](const JobEvent& e) { return e.has_state_change() && terminal(e.state_change().to()); };
-  int64_t cursor = *before;
-  int64_t last_step = job->progress().step();
-  if (request.has_from_step()) {
-    auto history = store_.events(id, 0);
-    if (!history.ok()) return history.status();
-    int64_t seen = 0;  // seq of the newest progress event before from_step
-    for (const auto& [seq, event] : *history) {
-      if (event.has_progress() && event.step() < from_step) seen = seq;
-    }
-    for (const auto& [seq, event] : *history) {
-      cursor = std::max(cursor, seq);
-      if (seq <= seen || !wanted(event)) continue;
-      if (!send(event)) return absl::CancelledError("the watcher went away");
-      last_step = std::max(last_step, event.step());
-      if (ends(event)) return absl::OkStatus();
-    }
-  } else {
-    JobEvent snapshot = event_for(*job, job->progress().step());
-    *snapshot.mutable_snapshot() = *job;
-    if (!send(snapshot)) return absl::CancelledError("the watcher went away");
-    if (terminal(job->state())) return absl::OkStatus();
-  }
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      const uint64_t version = version_;
-      cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return version_ != version || stopping_; });
-      if (stopping_) {
-        return absl::UnavailableError(absl::StrCat("cpmd is shutting down; watch again with from_step ",
-                                                   last_step + 1, " once it is back"));
-      }
-    }
-    if (gone()) return absl::CancelledError("the watcher went away");
-    auto fresh = store_.events(id, cursor);
-    if (!fresh.ok()) return fresh.status();
-    for (const auto& [seq, event] : *fresh) {
-      cursor = seq;
-      if (!wanted(event)) continue;
-      if (!send(event)) return absl::CancelledError("the watcher went away");
-      last_step = std::max(last_step, event.step());
-      if (ends(event)) return absl::OkStatus();
-    }
-  }
 }
 
 // ---- Scheduling and runs ------------------------------------------------------------------------
