@@ -145,6 +145,14 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
   const std::string final_dir = (fs::path(dir_) / id).string();
   std::error_code ec;
   fs::create_directories(dir_, ec);
+  // Refused before a byte arrives, rather than filling the disk that the job store and the
+  // checkpoints share. A margin of 1 GiB stays free.
+  int64_t total = 0;
+  for (const auto& [path, f] : files) total += f.size;
+  if (const fs::space_info space = fs::space(dir_, ec); !ec && static_cast<int64_t>(space.available) < total + (int64_t{1} << 30)) {
+    return absl::ResourceExhaustedError(absl::StrCat("the upload needs ", total, " bytes and the daemon's data disk has ",
+                                                     space.available, " free (1 GiB stays free); free some space"));
+  }
   CPM_ASSIGN_OR_RETURN(std::string staged, core::io::staging_directory(final_dir));
   Staging staging{staged};
 

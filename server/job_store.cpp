@@ -218,7 +218,7 @@ absl::Status JobStore::error(const std::string& what) {
   if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
     return absl::AlreadyExistsError(msg);
   }
-  if (code == SQLITE_FULL || code == SQLITE_IOERR) return absl::ResourceExhaustedError(msg);
+  if ((code & 0xff) == SQLITE_FULL || (code & 0xff) == SQLITE_IOERR) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }
 

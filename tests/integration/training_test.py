@@ -171,6 +171,19 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual((d.num_records, d.num_files), (2, 4))
         self.assertEqual(os.path.getsize(os.path.join(self.daemon.data_dir, "datasets", d.id, "NOTES")), 0)
 
+    def test_an_upload_larger_than_the_free_disk_is_refused_before_its_bytes(self):
+        stat = os.statvfs(self.daemon.data_dir)
+        free = stat.f_bavail * stat.f_frsize
+        size = free + 1
+        if size > 64 << 30:
+            self.skipTest(f"{free} bytes free: more than the 64 GiB an upload may hold")
+
+        def huge(messages):
+            messages[0].manifest.files[0].size_bytes = size
+            return messages[:1]
+        self.assert_code(grpc.StatusCode.RESOURCE_EXHAUSTED, self.client.upload, self.data, tamper=huge,
+                         contains="free some space")
+
     def test_bad_uploads_are_refused_and_leave_nothing(self):
         before = len(self.client.training.ListDatasets(S.ListDatasetsRequest(), timeout=10).datasets)
         invalid = grpc.StatusCode.INVALID_ARGUMENT
