@@ -8,7 +8,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <stdexcept>
 
@@ -27,6 +31,7 @@ using ::testing::HasSubstr;
 class Recorder final : public TrainingListener {
  public:
   bool throw_on_start = false;
+  std::function<void()> after_checkpoint;  // runs on the engine thread
   void on_started(int64_t resumed_from, int64_t total_steps) override {
     if (throw_on_start) throw std::runtime_error("listener broke");
     add("started " + std::to_string(resumed_from) + "/" + std::to_string(total_steps));
@@ -36,6 +41,7 @@ class Recorder final : public TrainingListener {
   }
   void on_checkpoint(int64_t step, const std::string&, int64_t size_bytes) override {
     add("checkpoint " + std::to_string(step) + (size_bytes > 0 ? "" : " empty"));
+    if (after_checkpoint) after_checkpoint();
   }
   void on_eval(const train::EvalReport& r, double) override {
     add("eval " + std::to_string(r.step) + " of " + std::to_string(r.metrics.count));
@@ -151,6 +157,34 @@ TEST_F(TrainingRunTest, ReportsInOrderWritesTheAdapterAndOcrGoesOnMeanwhile) {
   run(options(4), again);
   EXPECT_THAT(again->calls(), ElementsAre("started 4/4", "eval 4 of 1", "finished"));
   EXPECT_EQ(again->outcome(), RunOutcome::kSucceeded) << again->error();
+}
+
+TEST_F(TrainingRunTest, AnOcrRequestDuringAnEvaluationWaitsForOneRecordNotTheWholeEvaluation) {
+  // Three eval records of up to 64 tokens each; a request that arrives as the evaluation begins
+  // (right after the final checkpoint) is answered before the evaluation ends.
+  train::DatasetSplit split = split_;
+  split.eval = {split_.eval[0], split_.eval[0], split_.eval[0]};
+  TrainingRunOptions o = options(2);
+  o.config.eval_max_new_tokens = 64;
+  auto recorder = std::make_shared<Recorder>();
+  std::atomic<bool> answered{false}, answered_before_eval{false};
+  recorder->after_checkpoint = [&] {
+    OcrRequest ocr;
+    ocr.image = testing::formula_images(1).front();
+    ocr.decoding.max_new_tokens = 2;
+    engine_->submit(std::move(ocr), [&](absl::StatusOr<OcrResult> r) {
+      const auto calls = recorder->calls();
+      answered_before_eval = r.ok() && std::none_of(calls.begin(), calls.end(), [](const std::string& c) {
+                               return c.rfind("eval", 0) == 0;
+                             });
+      answered = true;
+    });
+  };
+  auto r = std::make_shared<TrainingRun>(split, std::move(o), recorder, std::make_shared<RunControl>());
+  ASSERT_TRUE(engine_->set_background_task([r](const model::LoadedModel& m) { return r->step(m); }).ok());
+  ASSERT_TRUE(testing::eventually([&] { return recorder->finished() && answered; }));
+  EXPECT_THAT(recorder->calls(), ::testing::Contains("eval 2 of 3"));
+  EXPECT_TRUE(answered_before_eval);
 }
 
 TEST_F(TrainingRunTest, CancelStopsAtTheNextStepAndPauseCheckpointsFirst) {
