@@ -7,6 +7,7 @@ stubs).
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,13 @@ class Daemon:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def stop_cleanly(self):
+        """SIGTERM, then close; raises AssertionError (with the log) unless cpmd exited 0."""
+        code = self.stop()
+        log = self.log()
+        self.close()
+        assert code == 0, f"cpmd exited {code} on SIGTERM:\n{log}"
+
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -141,6 +149,22 @@ def make_tiny_model(path, dtype="bf16", seed=11):
                     "--seed", str(seed), *(["--tokenizer", tokenizer] if tokenizer else [])],
                    check=True, capture_output=True, timeout=300)
     return path
+
+
+FIT32 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "train", "fit32")
+
+
+def dataset_dir(root, rows=4, extra_lines=()):
+    """A CSV dataset of the first `rows` fit32 formulas, plus raw `extra_lines`."""
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    with open(os.path.join(FIT32, "labels.csv")) as f:
+        lines = f.read().splitlines()
+    for line in lines[1:rows + 1]:
+        name = line.split(",")[0]
+        shutil.copy(os.path.join(FIT32, name), os.path.join(root, name))
+    with open(os.path.join(root, "labels.csv"), "w") as f:
+        f.write("\n".join(lines[:rows + 1] + list(extra_lines)) + "\n")
+    return root
 
 
 def cpmctl(*args, env_extra=None, timeout=60):

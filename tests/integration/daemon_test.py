@@ -6,7 +6,6 @@ Runs the real cpmd on loopback, talks to it with cpmctl and with a Python client
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,10 +34,7 @@ class RunningDaemonTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        code = cls.daemon.stop()
-        log = cls.daemon.log()
-        cls.daemon.close()
-        assert code == 0, f"cpmd exited {code} on SIGTERM:\n{log}"
+        cls.daemon.stop_cleanly()
 
     def test_cpmctl_health_serving(self):
         r = cpmctl("--server", self.daemon.address, "health")

@@ -25,8 +25,8 @@ import unittest
 
 import grpc
 
-from cpmd_harness import Daemon, make_tiny_model
-from training_test import Client, dataset_dir, spec
+from cpmd_harness import Daemon, dataset_dir, make_tiny_model
+from training_test import Client, spec
 
 from cpm.v1 import ocr_pb2, ocr_pb2_grpc, training_pb2
 
@@ -76,11 +76,8 @@ class LoadTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        code = cls.daemon.stop()
-        log = cls.daemon.log()
-        cls.daemon.close()
+        cls.daemon.stop_cleanly()
         cls.tmp.cleanup()
-        assert code == 0, f"cpmd exited {code} on SIGTERM:\n{log}"
 
     @staticmethod
     def request(images, i, sampled):

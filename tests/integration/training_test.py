@@ -7,36 +7,19 @@ it with a history free of gaps and duplicates.
 """
 import hashlib
 import os
-import shutil
 import signal
 import tempfile
-import threading
 import time
 import unittest
 
 import grpc
 
-from cpmd_harness import Daemon, make_tiny_model
+from cpmd_harness import Daemon, dataset_dir, make_tiny_model
 
 from cpm.v1 import (adapters_pb2, adapters_pb2_grpc, common_pb2, ocr_pb2, ocr_pb2_grpc, training_pb2,
                     training_pb2_grpc)
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
-FIT = os.path.join(DATA, "train", "fit32")
 S = training_pb2  # short alias for the enums
-
-
-def dataset_dir(root, rows=4, extra_lines=()):
-    """A CSV dataset of the first `rows` fit32 formulas, plus raw `extra_lines`."""
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
-    with open(os.path.join(FIT, "labels.csv")) as f:
-        lines = f.read().splitlines()
-    for line in lines[1:rows + 1]:
-        name = line.split(",")[0]
-        shutil.copy(os.path.join(FIT, name), os.path.join(root, name))
-    with open(os.path.join(root, "labels.csv"), "w") as f:
-        f.write("\n".join(lines[:rows + 1] + list(extra_lines)) + "\n")
-    return root
 
 
 def labels_of(root):
@@ -135,11 +118,8 @@ class TrainingTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        code = cls.daemon.stop()
-        log = cls.daemon.log()
-        cls.daemon.close()
+        cls.daemon.stop_cleanly()
         cls.tmp.cleanup()
-        assert code == 0, f"cpmd exited {code} on SIGTERM:\n{log}"
 
     def assert_code(self, code, call, *args, contains=None, **kw):
         with self.assertRaises(grpc.RpcError) as e:
