@@ -17,6 +17,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -74,6 +75,15 @@ at::Tensor additive_mask(const at::Tensor& key_mask, c10::ScalarType dtype) {
 void add_lora(at::Tensor& rows, const at::Tensor& x, const at::Tensor& lora_a, const at::Tensor& lora_b,
               double scaling) {
   if (lora_a.defined()) rows.addmm_(at::mm(x, lora_a.t()), lora_b.t(), /*beta=*/1, /*alpha=*/scaling);
+}
+
+// The rows of `t` [B * T, n] that belong to batch rows [first, first + rows) of B, clipped to the
+// batch (undefined when none do): a contiguous slice, so in-place updates reach `t`.
+at::Tensor batch_rows(const at::Tensor& t, int64_t batch, int64_t first, int64_t rows) {
+  const int64_t count = std::min(rows, batch - first);
+  if (count <= 0) return {};
+  const int64_t per_row = t.size(0) / batch;
+  return t.narrow(0, first * per_row, count * per_row);
 }
 
 // The members' LoRA B [out_i, r_i] on the diagonal of one [sum out, sum r] matrix, zero elsewhere,
@@ -245,7 +255,7 @@ Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope
                             linear(l + ".self_attn.q_proj", true), linear(l + ".self_attn.k_proj", true),
                             linear(l + ".self_attn.v_proj", true), linear(l + ".self_attn.o_proj", false),
                             linear(l + ".mlp.gate_proj", false), linear(l + ".mlp.up_proj", false),
-                            linear(l + ".mlp.down_proj", false), {}, {}});
+                            linear(l + ".mlp.down_proj", false), {}, {}, {}});
     Layer& w = layers_.back();
     w.qkv = stacked({&w.q, &w.k, &w.v});
     w.gate_up = stacked({&w.gate, &w.up});
@@ -257,8 +267,72 @@ Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope
   inv_freq_ = rope_inverse_frequencies(dims_.head_dim, c.rope_theta, embed_tokens_.device());
 }
 
+bool Qwen2ForCausalLM::can_mix(const Qwen2ForCausalLM& a) const {
+  if (!inference_ready_ || !a.inference_ready_ || a.layers_.size() != layers_.size() || !a.norm_.is_same(norm_) ||
+      !a.tables_.empty() || !tables_.empty()) {
+    return false;
+  }
+  const auto same = [](const Linear& x, const Linear& y) {
+    return x.weight.is_same(y.weight) && (x.bias.defined() ? x.bias.is_same(y.bias) : !y.bias.defined());
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& b = layers_[i];
+    const Layer& l = a.layers_[i];
+    if (!b.input_norm.is_same(l.input_norm) || !b.post_norm.is_same(l.post_norm) || !l.segments.empty()) return false;
+    for (auto [x, y] : {std::pair{&b.q, &l.q}, {&b.k, &l.k}, {&b.v, &l.v}, {&b.o, &l.o}, {&b.gate, &l.gate},
+                        {&b.up, &l.up}, {&b.down, &l.down}}) {
+      if (!same(*x, *y)) return false;
+    }
+  }
+  return true;
+}
+
+Qwen2ForCausalLM Qwen2ForCausalLM::mixed(const std::vector<RowSegment>& segments) const {
+  Qwen2ForCausalLM out = *this;
+  out.identity_ = std::make_shared<const int>(0);
+  int64_t first = 0;
+  for (const RowSegment& s : segments) {
+    const Qwen2ForCausalLM& m = *s.model;
+    TORCH_CHECK(can_mix(m), "a mixed batch needs adapters of this base model that run the inference way");
+    if (!m.embed_tokens_.is_same(embed_tokens_) || !m.lm_head_.is_same(lm_head_)) {
+      out.tables_.push_back({first, s.rows, m.embed_tokens_, m.lm_head_});
+    }
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& l = m.layers_[i];
+      if (!l.qkv.lora_a.defined() && !l.o.lora_a.defined() && !l.gate_up.lora_a.defined() && !l.down.lora_a.defined()) {
+        continue;
+      }
+      out.layers_[i].segments.push_back(
+          {first, s.rows, m.dims_.options.lora_scaling, l.qkv, l.o, l.gate_up, l.down});
+    }
+    first += s.rows;
+  }
+  return out;
+}
+
+at::Tensor Qwen2ForCausalLM::per_segment(
+    const at::Tensor& x, const at::Tensor& base_table, bool lm_head,
+    const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& fn) const {
+  const int64_t batch = x.size(0);
+  std::vector<at::Tensor> parts;
+  int64_t row = 0;
+  for (const SegmentTables& s : tables_) {
+    if (row >= batch) break;
+    if (s.first > row) parts.push_back(fn(base_table, x.narrow(0, row, std::min(s.first, batch) - row)));
+    row = std::min(s.first, batch);
+    const int64_t count = std::min(s.rows, batch - row);
+    if (count > 0) parts.push_back(fn(lm_head ? s.lm_head : s.embed_tokens, x.narrow(0, row, count)));
+    row += std::max<int64_t>(count, 0);
+  }
+  if (row < batch) parts.push_back(fn(base_table, x.narrow(0, row, batch - row)));
+  return parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+}
+
 at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
-  return at::embedding(embed_tokens_, input_ids);
+  // A mixed model's rows look their tokens up in their own tables ([B, T] ids: rows are dim 0).
+  if (tables_.empty() || input_ids.dim() < 2) return at::embedding(embed_tokens_, input_ids);
+  return per_segment(input_ids, embed_tokens_, false,
+                     [](const at::Tensor& table, const at::Tensor& ids) { return at::embedding(table, ids); });
 }
 
 at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const Linear& l) {
@@ -273,6 +347,17 @@ at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const L
   const at::Tensor delta = at::linear(at::linear(in, l.lora_a), l.lora_b) * d.options.lora_scaling;
   // PEFT adds in the adapter's dtype (promoting the base output) and rounds the sum back.
   return (y.to(delta.scalar_type()) + delta).to(y.scalar_type());
+}
+
+void Qwen2ForCausalLM::add_segment_loras(at::Tensor& out, const at::Tensor& in,
+                                         const std::vector<SegmentLora>& segments, Linear SegmentLora::*member,
+                                         int64_t batch) {
+  for (const SegmentLora& s : segments) {
+    const Linear& l = s.*member;
+    if (!l.lora_a.defined()) continue;
+    at::Tensor rows = batch_rows(out, batch, s.first, s.rows);
+    if (rows.defined()) add_lora(rows, batch_rows(in, batch, s.first, s.rows), l.lora_a, l.lora_b, s.scaling);
+  }
 }
 
 std::vector<at::Tensor> Qwen2ForCausalLM::trainable(const Layer& w) {
@@ -325,6 +410,7 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   const at::Tensor h = fast_rms_norm(x, w.input_norm, d.eps).view({b * t, dim});
   at::Tensor qkv = w.qkv.bias.defined() ? at::addmm(w.qkv.bias, h, w.qkv.weight.t()) : at::mm(h, w.qkv.weight.t());
   add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
+  add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, b);
   // q and k rotated together: [B, T, H + Hkv, Dh]; then [B, heads, T, Dh] views.
   const at::Tensor qk =
       rotate(qkv.narrow(1, 0, q_out + kv_out).view({b, t, d.heads + d.kv_heads, d.head_dim}), cos, signed_sin);
@@ -336,15 +422,18 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   const at::Tensor merged = attn.transpose(1, 2).reshape({b * t, q_out});
   rows.addmm_(merged, w.o.weight.t());
   add_lora(rows, merged, w.o.lora_a, w.o.lora_b, scaling);
+  add_segment_loras(rows, merged, w.segments, &SegmentLora::o, b);
 
   // [N, 2I]: gate and up side by side.
   const at::Tensor h2 = fast_rms_norm(x, w.post_norm, d.eps).view({b * t, dim});
   at::Tensor gate_up = at::mm(h2, w.gate_up.weight.t());
   add_lora(gate_up, h2, w.gate_up.lora_a, w.gate_up.lora_b, scaling);
+  add_segment_loras(gate_up, h2, w.segments, &SegmentLora::gate_up, b);
   const int64_t inter = gate_up.size(1) / 2;
   const at::Tensor act = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
   rows.addmm_(act, w.down.weight.t());
   add_lora(rows, act, w.down.lora_a, w.down.lora_b, scaling);
+  add_segment_loras(rows, act, w.segments, &SegmentLora::down, b);
 }
 
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
@@ -367,6 +456,8 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
     }
     return fast_rms_norm(x, norm_, dims_.eps);
   }
+  TORCH_CHECK(tables_.empty() && (layers_.empty() || layers_.front().segments.empty()),
+              "a model mixing adapters runs for inference only");
   at::Tensor x = inputs_embeds;
   const bool recompute = dims_.options.gradient_checkpointing && cache == nullptr && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -385,6 +476,11 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
   return rms_norm(x, norm_, dims_.eps);
 }
 
-at::Tensor Qwen2ForCausalLM::logits(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_); }
+at::Tensor Qwen2ForCausalLM::logits(const at::Tensor& hidden) const {
+  // hidden [B, (T,) D]: a mixed model's rows through their own lm_head.
+  if (tables_.empty() || hidden.dim() < 2) return at::linear(hidden, lm_head_);
+  return per_segment(hidden, lm_head_, true,
+                     [](const at::Tensor& head, const at::Tensor& h) { return at::linear(h, head); });
+}
 
 }  // namespace cpm::core::model

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,10 +92,40 @@ class Qwen2ForCausalLM {
   // copy is gone and never matches a model built later.
   const std::shared_ptr<const int>& identity() const { return identity_; }
 
+  // Consecutive rows of a batch and the model (this base, or one of its adapters) they run on.
+  struct RowSegment {
+    const Qwen2ForCausalLM* model = nullptr;
+    int64_t rows = 0;
+  };
+  // Whether `adapted` (a model over this base's parameters plus an adapter) can share a forward
+  // pass with other adapters of this base: both run the inference way and its decoder weights,
+  // biases and norms are this model's own tensors. Its LoRA, embeddings and lm_head may differ
+  // (the recipe's modules_to_save include embed_tokens).
+  bool can_mix(const Qwen2ForCausalLM& adapted) const;
+  // This base model running each segment's rows with that segment's LoRA (scaling included),
+  // embeddings and lm_head, as Punica/S-LoRA batch adapters: the base projections once for the
+  // whole batch, then each segment's LoRA on its own rows ([rows * T, in] slices, two matrix
+  // multiplies per adapter and projection). Row b's results equal what its own model gives for
+  // it alone. Rows past the segments (a padded batch) run on the base. Inference only; a new
+  // identity. REQUIRES: can_mix(*segment.model) for each segment.
+  Qwen2ForCausalLM mixed(const std::vector<RowSegment>& segments) const;
+
  private:
   // One linear layer: weight [out, in], optional bias [out], optional LoRA A [r, in] / B [out, r].
   struct Linear {
     at::Tensor weight, bias, lora_a, lora_b;
+  };
+  // A mixed model's LoRA for one segment's rows [first, first + rows) of the batch, per layer
+  // (only lora_a / lora_b of the Linears are set: the segment model's stacked ones).
+  struct SegmentLora {
+    int64_t first = 0, rows = 0;
+    double scaling = 1.0;
+    Linear qkv, o, gate_up, down;
+  };
+  // A mixed model's embeddings and lm_head for rows [first, first + rows).
+  struct SegmentTables {
+    int64_t first = 0, rows = 0;
+    at::Tensor embed_tokens, lm_head;
   };
   struct Layer {
     at::Tensor input_norm, post_norm;  // [D]
@@ -105,6 +136,7 @@ class Qwen2ForCausalLM {
     // [out, sum r]. Undefined when a member's weights or LoRA are being trained or the LoRA
     // dtype differs from the weights' (then only the training way runs).
     Linear qkv, gate_up;
+    std::vector<SegmentLora> segments;  // a mixed model's per-row LoRA
   };
   // What a decoder layer needs besides its weights. Layers run as static functions of it, so a
   // checkpointed layer's recomputation (in the backward pass) holds copies, not `this`.
@@ -129,8 +161,15 @@ class Qwen2ForCausalLM {
   static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
                               const at::Tensor& signed_sin, KvCache* cache, size_t index,
                               const std::optional<at::Tensor>& mask);
+  // out [B * T, n] += each segment's LoRA `member` of `in` [B * T, m], on that segment's rows.
+  static void add_segment_loras(at::Tensor& out, const at::Tensor& in, const std::vector<SegmentLora>& segments,
+                                Linear SegmentLora::*member, int64_t batch);
   // The tensors of a layer that require grad (what a checkpointed layer returns gradients for).
   static std::vector<at::Tensor> trainable(const Layer& w);
+  // `fn(table, rows)` on each segment's rows of `x` (dim 0) with its table, concatenated back;
+  // the rows past the segments get `base_table`.
+  at::Tensor per_segment(const at::Tensor& x, const at::Tensor& base_table, bool lm_head,
+                         const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& fn) const;
 
   Dims dims_;
 
@@ -140,6 +179,7 @@ class Qwen2ForCausalLM {
   bool inference_ready_ = true;  // every layer has its stacked projections
   at::Tensor norm_;     // [D]
   at::Tensor lm_head_;  // [V, D]
+  std::vector<SegmentTables> tables_;  // a mixed model's, when a segment's differ from these
   std::shared_ptr<const int> identity_ = std::make_shared<const int>(0);
 };
 

@@ -91,7 +91,8 @@ Engine::Engine(std::unique_ptr<model::LoadedModel> model, EngineOptions options)
       device_(model_->params.get("llm.model.embed_tokens.weight").device()),
       stop_ids_(stop_ids_of(*model_)),
       lifeline_(std::make_shared<Lifeline>()),
-      registry_(options_.adapter_budget_bytes) {
+      registry_(options_.adapter_budget_bytes),
+      mixer_(model_->model->llm()) {
   lifeline_->engine = this;
 }
 
@@ -430,28 +431,27 @@ Engine::Work Engine::next_work() {
 }
 
 void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
-  // Groups of one adapter and one decoding kind, in order of their first request.
+  // Groups of one decoding kind, in order of their first request; within a group the rows of one
+  // adapter are consecutive (one LoRA segment each), adapters in order of their first request.
   std::vector<std::vector<size_t>> groups;
   for (size_t i = 0; i < batch.size(); ++i) {
-    auto same = [&](const std::vector<size_t>& g) {
-      const Pending& first = *batch[g.front()];
-      return first.request.adapter == batch[i]->request.adapter &&
-             first.decoding.kind == batch[i]->decoding.kind;
-    };
+    auto same = [&](const std::vector<size_t>& g) { return batch[g.front()]->decoding.kind == batch[i]->decoding.kind; };
     auto it = std::find_if(groups.begin(), groups.end(), same);
     if (it == groups.end()) {
       groups.push_back({i});
     } else {
-      it->push_back(i);
+      const auto last_of_adapter = std::find_if(it->rbegin(), it->rend(), [&](size_t k) {
+        return batch[k]->request.adapter == batch[i]->request.adapter;
+      });
+      it->insert(last_of_adapter == it->rend() ? it->end() : last_of_adapter.base(), i);
     }
   }
   for (const std::vector<size_t>& group : groups) {
-    const std::string adapter = batch[group.front()]->request.adapter;
-    std::shared_ptr<const DeviceAdapter> holder;  // keeps the adapter alive for the group
-    const model::MiniCPMO* m = model_->model.get();
-    if (!adapter.empty()) {
-      holder = device_adapters_.at(adapter);
-      m = holder->model.get();
+    // Keep the group's adapters alive while it runs.
+    std::map<std::string, std::shared_ptr<const DeviceAdapter>> holders;
+    for (const size_t i : group) {
+      const std::string& adapter = batch[i]->request.adapter;
+      if (!adapter.empty()) holders.emplace(adapter, device_adapters_.at(adapter));
     }
     // Tokens stream out as they are decoded; a request cancelled or past its deadline mid-way
     // stops its row at the next token.
@@ -460,7 +460,9 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
     for (size_t k = 0; k < group.size(); ++k) {
       Pending* p = batch[group[k]].get();
       if (p->request.on_delta) streamers[k] = std::make_unique<TextStreamer>(*model_->tokenizer);
-      rows.push_back({&p->input, &p->decoding, [this, p, streamer = streamers[k].get()](int32_t token) {
+      const model::MiniCPMO* m =
+          p->request.adapter.empty() ? model_->model.get() : holders.at(p->request.adapter)->model.get();
+      rows.push_back({m, &p->input, &p->decoding, [this, p, streamer = streamers[k].get()](int32_t token) {
                         if (p->time_to_first_token == nanoseconds::zero()) {
                           p->time_to_first_token = Clock::now() - p->arrival;
                         }
@@ -475,9 +477,8 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
     }
     const auto start = Clock::now();
     std::vector<RowOutcome> outcomes =
-        run_ocr_batch(*m, device_, rows, stop_ids_, options_.before_generation);
+        run_ocr_batch(mixer_, device_, rows, stop_ids_, options_.before_generation);
     BatchEvent event;
-    event.adapter = adapter;
     event.kind = batch[group.front()]->decoding.kind;
     event.size = static_cast<int>(group.size());
     event.duration = Clock::now() - start;
@@ -485,7 +486,11 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
       std::lock_guard<std::mutex> lock(mu_);
       ++totals_.batches;
       totals_.batched_requests += event.size;
-      if (!adapter.empty()) registry_.touch(adapter, event.size);
+      for (const size_t i : group) {
+        const std::string& adapter = batch[i]->request.adapter;
+        event.adapters[adapter] += 1;
+        if (!adapter.empty()) registry_.touch(adapter, 1);
+      }
     }
     if (options_.observer) options_.observer->on_batch(event);
 
@@ -536,7 +541,7 @@ void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
       result.generated_tokens = static_cast<int>(o.generation.tokens.size());
       result.num_image_slices = static_cast<int>(p->input.image.pixel_values.size());
       result.batch_size = o.batch_size;
-      result.adapter = adapter;
+      result.adapter = r.adapter;
       result.timings.queue = (start - p->arrival) - p->preparation;
       result.timings.prefill = p->preparation + o.prefill;
       result.timings.decode = o.decode;
@@ -609,6 +614,7 @@ void Engine::shut_down() {
   }
   // The device tensors of the adapters and of the background task go with this thread.
   device_adapters_.clear();
+  mixer_.prune();
   background.reset();
   retired.clear();
 }
@@ -746,7 +752,10 @@ void Engine::install_adapter(const std::string& name, const std::string& path,
   }
   const nanoseconds elapsed = Clock::now() - requested;
   // The old version, if any, is freed here, on this thread, once the new one is on the device.
-  if (status.ok()) device_adapters_[name] = built;
+  if (status.ok()) {
+    device_adapters_[name] = built;
+    mixer_.prune();
+  }
   absl::StatusOr<AdapterInfo> result;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -805,8 +814,13 @@ void Engine::complete_load(const std::string& name, const absl::StatusOr<Adapter
   for (auto& w : waiters) w.set_value(result);
 }
 
-void Engine::evict(const std::string& name) {
+void Engine::drop_device_adapter(const std::string& name) {
   device_adapters_.erase(name);
+  mixer_.prune();
+}
+
+void Engine::evict(const std::string& name) {
+  drop_device_adapter(name);
   {
     std::lock_guard<std::mutex> lock(mu_);
     AdapterInfo* info = registry_.find(name);
@@ -865,7 +879,9 @@ absl::StatusOr<AdapterInfo> Engine::unload_now(const std::string& name) {
     entry.error.clear();
     info = entry;
   }
-  if (device_adapters_.erase(name) > 0 && options_.observer) {
+  const bool was_loaded = device_adapters_.count(name) > 0;
+  drop_device_adapter(name);
+  if (was_loaded && options_.observer) {
     AdapterEvent event;
     event.kind = AdapterEvent::Kind::kUnloaded;
     event.name = name;

@@ -13,9 +13,9 @@
 //   queue          waits for the engine; a cancelled request leaves at once (CANCELLED), an expired
 //                  one when the engine next looks (DEADLINE_EXCEEDED); neither is ever run
 //   engine cycle   up to max_batch_size ready requests, waiting at most max_wait after the oldest
-//                  became ready for the batch to fill; grouped by (adapter, decoding kind), each
-//                  group one batched generation (runtime/ocr_batch.h; a forward pass never mixes
-//                  adapters)
+//                  became ready for the batch to fill; grouped by decoding kind, each group one
+//                  batched generation with its rows ordered by adapter, every adapter's LoRA on
+//                  its own rows of the one forward pass (runtime/ocr_batch.h)
 // While its batch runs, a request's text streams out token by token (greedy and sampled; beam
 // search at the end); a request cancelled or expired then stops decoding at its next token and is
 // answered CANCELLED / DEADLINE_EXCEEDED when the batch ends.
@@ -58,6 +58,7 @@
 #include "runtime/adapter_registry.h"
 #include "runtime/decoding.h"
 #include "runtime/engine_metrics.h"
+#include "runtime/mixed_adapters.h"
 #include "runtime/ocr_input.h"
 #include "runtime/ocr_request.h"
 #include "runtime/worker_pool.h"
@@ -250,6 +251,9 @@ class Engine {
 
   // Engine thread only.
   std::map<std::string, std::shared_ptr<const DeviceAdapter>> device_adapters_;
+  // Takes an adapter off the device (unload, eviction): also the mixed-batch models naming it.
+  void drop_device_adapter(const std::string& name);
+  MixedAdapterModels mixer_;
 
   std::mutex stop_mu_;  // one stop() at a time
   std::unique_ptr<WorkerPool> pool_;

@@ -33,9 +33,9 @@ struct RequestEvent {
   std::chrono::nanoseconds time_per_output_token{0};
 };
 
-// One batch (one adapter, one decoding kind) run on the engine thread.
+// One batch (one decoding kind, its rows' adapters in one forward pass) run on the engine thread.
 struct BatchEvent {
-  std::string adapter;
+  std::map<std::string, int> adapters;  // rows per adapter ("": the base model)
   DecodeKind kind = DecodeKind::kGreedy;
   int size = 0;
   std::chrono::nanoseconds duration{0};

@@ -17,7 +17,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // One generation call over `indices` (rows of one kind), filling their outcomes.
-absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>& rows,
+absl::Status generate(MixedAdapterModels& mixer, const std::vector<BatchRow>& rows,
                       const std::vector<at::Tensor>& prompts, const std::vector<size_t>& indices,
                       const std::vector<int32_t>& stop_ids, const std::function<void(int)>& before,
                       std::vector<int>& delivered, std::vector<RowOutcome>& out) {
@@ -44,13 +44,16 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
   };
   std::vector<at::Tensor> batch;
   for (const size_t i : indices) batch.push_back(prompts[i]);
+  std::vector<const model::Qwen2ForCausalLM*> row_models;
+  for (const size_t i : indices) row_models.push_back(&rows[i].model->llm());
   std::vector<serve::Generation> generations;
   const absl::Status status = classify_device_error(guarded("generation", [&] {
     if (before) before(static_cast<int>(indices.size()));
+    const model::Qwen2ForCausalLM& llm = mixer.get(row_models);
     const ResolvedDecoding& first = *rows[indices.front()].decoding;
     switch (first.kind) {
       case DecodeKind::kGreedy:
-        generations = serve::generate_greedy_batch(model.llm(), batch, limits);
+        generations = serve::generate_greedy_batch(llm, batch, limits);
         break;
       case DecodeKind::kSampled: {
         std::vector<serve::SamplingOptions> sampling;
@@ -59,12 +62,12 @@ absl::Status generate(const model::MiniCPMO& model, const std::vector<BatchRow>&
           sampling.push_back(rows[i].decoding->sampling);
           seeds.push_back(rows[i].decoding->seed);
         }
-        generations = serve::generate_sampled_batch(model.llm(), batch, limits, sampling, seeds);
+        generations = serve::generate_sampled_batch(llm, batch, limits, sampling, seeds);
         break;
       }
       case DecodeKind::kBeam: {  // REQUIRES: one row (the caller splits beam groups)
         generations = {
-            serve::generate_beam(model.llm(), batch.front().unsqueeze(0), limits, first.beam).best};
+            serve::generate_beam(llm, batch.front().unsqueeze(0), limits, first.beam).best};
         for (const int32_t token : generations.front().tokens) {
           if (!limits.on_token(0, token)) break;
         }
@@ -98,7 +101,7 @@ absl::Status classify_device_error(absl::Status status) {
   return status;
 }
 
-std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device device,
+std::vector<RowOutcome> run_ocr_batch(MixedAdapterModels& mixer, c10::Device device,
                                       const std::vector<BatchRow>& rows,
                                       const std::vector<int32_t>& stop_ids,
                                       const std::function<void(int)>& before_generation) {
@@ -110,6 +113,7 @@ std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device 
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto start = Clock::now();
     const OcrInput& in = *rows[i].input;
+    const model::MiniCPMO& model = *rows[i].model;
     out[i].status = classify_device_error(guarded("prefill", [&] {
       const at::Tensor features = model.encode_images(in.image.pixel_values, in.image.tgt_sizes);
       const std::vector<int64_t> ids(in.prompt.input_ids.begin(), in.prompt.input_ids.end());
@@ -122,21 +126,35 @@ std::vector<RowOutcome> run_ocr_batch(const model::MiniCPMO& model, c10::Device 
   }
   if (live.empty()) return out;
 
-  // Beam search decodes one row at a time; the others together, or one by one after running out
-  // of memory together.
+  // Beam search decodes one row at a time; the others together (each model's rows on their own
+  // when one cannot be mixed), or one by one after running out of memory together.
   std::vector<std::vector<size_t>> calls;
+  const bool mixable = std::all_of(live.begin(), live.end(), [&](size_t i) {
+    return rows[i].model == rows[live.front()].model || mixer.can_mix(rows[i].model->llm());
+  });
   if (rows[live.front()].decoding->kind == DecodeKind::kBeam) {
     for (const size_t i : live) calls.push_back({i});
-  } else {
+  } else if (mixable) {
     calls.push_back(live);
+  } else {
+    std::vector<const model::MiniCPMO*> models;
+    for (const size_t i : live) {
+      const auto at = std::find(models.begin(), models.end(), rows[i].model);
+      if (at == models.end()) {
+        models.push_back(rows[i].model);
+        calls.push_back({i});
+      } else {
+        calls[static_cast<size_t>(at - models.begin())].push_back(i);
+      }
+    }
   }
   std::vector<int> delivered(rows.size(), 0);  // tokens handed to each row's on_token
   for (const std::vector<size_t>& call : calls) {
-    absl::Status status = generate(model, rows, prompts, call, stop_ids, before_generation, delivered, out);
+    absl::Status status = generate(mixer, rows, prompts, call, stop_ids, before_generation, delivered, out);
     if (status.code() == absl::StatusCode::kResourceExhausted && call.size() > 1) {
       for (const size_t i : call) {
         const absl::Status alone =
-            generate(model, rows, prompts, {i}, stop_ids, before_generation, delivered, out);
+            generate(mixer, rows, prompts, {i}, stop_ids, before_generation, delivered, out);
         if (!alone.ok()) out[i].status = alone;
       }
     } else if (!status.ok()) {

@@ -5,8 +5,10 @@
 // tokens) inside a 94-token prompt, exactly 64 new tokens (no stop ids), batches of 1, 8 and 32
 // requests; the bare model and the same model with an unmerged LoRA adapter (r 64, alpha 16 on
 // q/k/v/o in the model's dtype, as cpmd serves adapters; lora_B ~ N(0, 1e-3) so it changes the
-// output). Time to first token covers the vision tower, the resampler and the prefill; decode
-// ms/token = (t(64 tokens) - t(1 token)) / 63, the baseline's GPU-time formula, here on wall time.
+// output), and a batch whose rows are spread over four such adapters (one forward pass with
+// per-row LoRA, runtime/mixed_adapters.h; at batch 1 it is the one-adapter case). Time to first
+// token covers the vision tower, the resampler and the prefill; decode ms/token =
+// (t(64 tokens) - t(1 token)) / 63, the baseline's GPU-time formula, here on wall time.
 // Each variant decodes with the static cache and CUDA graphs kept across requests (the default on
 // CUDA: the warm-up request captures, the timed ones replay); --eager adds the same without graphs.
 // 1 warm-up, then the median of 5. Not a test.
@@ -32,6 +34,7 @@
 #include "model/adapter.h"
 #include "model/load.h"
 #include "model/random_checkpoint.h"
+#include "runtime/mixed_adapters.h"
 #include "serve/static_decode.h"
 
 namespace {
@@ -47,20 +50,30 @@ struct Run {
 };
 
 // B requests: vision + resampler over B copies of the image, B prompt embeddings, then decoding.
-Run run(const core::model::MiniCPMO& model, const at::Tensor& pixels, const at::Tensor& ids, int batch,
-        int new_tokens, bool graph) {
+// Row b runs on models[b * models.size() / B] (consecutive rows share a model, as the engine
+// orders them); several models decode as one mixed-adapter pass.
+Run run(const std::vector<const core::model::MiniCPMO*>& models, core::runtime::MixedAdapterModels& mixer,
+        const at::Tensor& pixels, const at::Tensor& ids, int batch, int new_tokens, bool graph) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t q = 64;
-  const std::vector<at::Tensor> strips(batch, pixels);
-  const std::vector<std::array<int64_t, 2>> sizes(batch, {32, 32});
-  const at::Tensor features = model.encode_images(strips, sizes);  // [B, 64, D]
+  std::vector<const core::model::MiniCPMO*> rows;
+  for (int b = 0; b < batch; ++b) rows.push_back(models[static_cast<size_t>(b) * models.size() / batch]);
   std::vector<at::Tensor> prompts;
-  for (int b = 0; b < batch; ++b) {
-    prompts.push_back(model.prompt_embeddings(ids, {{kImageStart, kImageStart + q}}, features.narrow(0, b, 1))[0]);
+  std::vector<const core::model::Qwen2ForCausalLM*> llms;
+  for (int b = 0; b < batch;) {
+    int n = 1;  // rows of this model: one vision batch
+    while (b + n < batch && rows[b + n] == rows[b]) ++n;
+    const std::vector<at::Tensor> strips(n, pixels);
+    const std::vector<std::array<int64_t, 2>> sizes(n, {32, 32});
+    const at::Tensor features = rows[b]->encode_images(strips, sizes);  // [n, 64, D]
+    for (int k = 0; k < n; ++k, ++b) {
+      prompts.push_back(rows[b]->prompt_embeddings(ids, {{kImageStart, kImageStart + q}}, features.narrow(0, k, 1))[0]);
+      llms.push_back(&rows[b]->llm());
+    }
   }
   core::serve::GreedyOptions options;
   options.max_new_tokens = new_tokens;
-  const auto out = core::serve::generate_greedy_batch_static(model.llm(), prompts, options, graph);
+  const auto out = core::serve::generate_greedy_batch_static(mixer.get(llms), prompts, options, graph);
   core::cuda_synchronize(0);
   Run r;
   r.total = bench::seconds_since(start);
@@ -127,33 +140,46 @@ int main(int argc, char** argv) {
   lora.lora_alpha = 16;
   lora.lora_dropout = 0.1;
   lora.target_modules_regex = R"(llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj))";
-  auto adapter = core::model::init_adapter(m.params, m.configs.model, lora, 1);
-  if (!adapter.ok()) return 1;
-  for (auto& [name, t] : adapter->tensors) {
-    if (name.find("lora_B") != std::string::npos) t = at::randn_like(t) * 1e-3;
+  // Four adapters of the same shape (different seeds): the first is the single-adapter variant.
+  std::vector<core::model::Parameters> adapted;
+  std::vector<std::unique_ptr<core::model::MiniCPMO>> with_lora;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    auto adapter = core::model::init_adapter(m.params, m.configs.model, lora, seed);
+    if (!adapter.ok()) return 1;
+    for (auto& [name, t] : adapter->tensors) {
+      if (name.find("lora_B") != std::string::npos) t = at::randn_like(t) * 1e-3;
+    }
+    auto params = core::model::apply_adapter(m.params, m.configs.model, *adapter, core::model::LoraPrecision::kModelDtype);
+    if (!params.ok()) return 1;
+    adapted.push_back(*std::move(params));
+    with_lora.push_back(std::make_unique<core::model::MiniCPMO>(adapted.back(), m.configs.model,
+                                                                core::model::run_options(lora, false)));
   }
-  auto adapted = core::model::apply_adapter(m.params, m.configs.model, *adapter, core::model::LoraPrecision::kModelDtype);
-  if (!adapted.ok()) return 1;
-  const core::model::MiniCPMO with_lora(*adapted, m.configs.model, core::model::run_options(lora, false));
+  core::runtime::MixedAdapterModels mixer(m.model->llm());
 
   const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(m.params.get("llm.model.norm.weight").device(), m.params.get("llm.model.norm.weight").scalar_type());
   const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(m.params.get("llm.model.norm.weight").device());
   std::vector<int32_t> base_tokens;
-  std::vector<std::string> variants = {"base_cuda_graph", "lora_unmerged_cuda_graph"};
+  std::vector<std::string> variants = {"base_cuda_graph", "lora_unmerged_cuda_graph", "lora_mixed4_cuda_graph"};
   if (eager) variants.insert(variants.begin(), {"base", "lora_unmerged"});
   for (const std::string& variant : variants) {
-    const core::model::MiniCPMO& model = variant.rfind("base", 0) == 0 ? *m.model : with_lora;
+    std::vector<const core::model::MiniCPMO*> models = {m.model.get()};
+    if (variant.rfind("lora_unmerged", 0) == 0) models = {with_lora.front().get()};
+    if (variant.rfind("lora_mixed4", 0) == 0) {
+      models.clear();
+      for (const auto& w : with_lora) models.push_back(w.get());
+    }
     const bool graph = variant.find("cuda_graph") != std::string::npos;
     std::stringstream list(batches);
     for (std::string item; std::getline(list, item, ',');) {
       const int batch = std::stoi(item);
-      run(model, pixels, ids, batch, kNewTokens, graph);  // warm-up
+      run(models, mixer, pixels, ids, batch, kNewTokens, graph);  // warm-up
       core::reset_cuda_peak_memory(0);
       std::vector<double> ttft, total;
       Run last;
       for (int i = 0; i < repeats; ++i) {
-        ttft.push_back(run(model, pixels, ids, batch, 1, graph).total);
-        last = run(model, pixels, ids, batch, kNewTokens, graph);
+        ttft.push_back(run(models, mixer, pixels, ids, batch, 1, graph).total);
+        last = run(models, mixer, pixels, ids, batch, kNewTokens, graph);
         total.push_back(last.total);
       }
       if (batch == 1 && variant == variants.front()) base_tokens = last.first_row;

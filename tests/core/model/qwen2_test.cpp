@@ -109,6 +109,81 @@ TEST(Qwen2, InferenceWayEqualsTheTrainingWay) {
   }
 }
 
+// `base` plus random LoRA (r 4) on `modules` of every layer.
+Parameters with_lora(const Parameters& base, const io::ModelConfig& c, const std::vector<std::string>& modules) {
+  Parameters p = base;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    for (const std::string& m : modules) {
+      const std::string name = "llm.model.layers." + std::to_string(i) + "." + m;
+      const at::Tensor& w = p.get(name + ".weight");
+      p.set(lora_a_name(name), at::randn({4, w.size(1)}) * 0.1);
+      p.set(lora_b_name(name), at::randn({w.size(0), 4}) * 0.1);
+    }
+  }
+  return p;
+}
+
+// One pass over rows of different adapters (per-row LoRA, embeddings and lm_head) gives each row
+// what its own model gives it alone, for a whole prompt and a cached decode step; a padding row
+// past the segments runs on the base.
+TEST(Qwen2, AMixedBatchGivesEachRowWhatItsOwnModelGives) {
+  at::manual_seed(7);
+  const Golden g = golden();
+  const Parameters base_params = llm_params(g);
+  const Parameters a_params =
+      with_lora(base_params, g.config, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"});
+  Parameters b_params = with_lora(base_params, g.config, {"mlp.gate_proj", "mlp.down_proj", "self_attn.v_proj"});
+  // b also has its own embeddings and lm_head (PEFT modules_to_save).
+  for (const char* key : {"llm.model.embed_tokens.weight", "llm.lm_head.weight"}) {
+    b_params.set(key, b_params.get(key) + at::randn(b_params.get(key).sizes()) * 0.05);
+  }
+  RunOptions a_options, b_options;
+  a_options.lora_scaling = 2.0;
+  b_options.lora_scaling = 0.5;
+  const Qwen2ForCausalLM base(base_params, "llm", g.config), a(a_params, "llm", g.config, a_options),
+      b(b_params, "llm", g.config, b_options);
+  ASSERT_TRUE(base.can_mix(a));
+  ASSERT_TRUE(base.can_mix(b));
+  const Qwen2ForCausalLM mixed = base.mixed({{&a, 2}, {&base, 1}, {&b, 2}});
+  const std::vector<const Qwen2ForCausalLM*> own = {&a, &a, &base, &b, &b, &base};  // row 5: padding
+
+  const at::Tensor golden_ids = g.checkpoint.tensor("golden.input_ids")->narrow(0, 0, 1);  // [1, T]
+  const int64_t t = golden_ids.size(1);
+  const at::Tensor ids = (golden_ids.repeat({6, 1}) + at::arange(6).unsqueeze(1)) % g.config.vocab_size;
+  const at::Tensor positions = at::arange(t).unsqueeze(0).repeat({6, 1});
+  KvCache cache;
+  const at::Tensor prefix = mixed.hidden_states(mixed.embed(ids.narrow(1, 0, t - 1)), positions.narrow(1, 0, t - 1), &cache);
+  const at::Tensor step = mixed.hidden_states(mixed.embed(ids.narrow(1, t - 1, 1)), positions.narrow(1, t - 1, 1), &cache);
+  const at::Tensor logits = mixed.logits(step.select(1, 0));  // [6, vocab]
+  for (int64_t row = 0; row < 6; ++row) {
+    const Qwen2ForCausalLM& m = *own[static_cast<size_t>(row)];
+    const at::Tensor alone = m.hidden_states(m.embed(ids.narrow(0, row, 1)), positions.narrow(0, row, 1));  // [1, T, D]
+    EXPECT_LT(max_rel_error(prefix[row], alone[0].narrow(0, 0, t - 1)), 1e-5) << "row " << row;
+    EXPECT_LT(max_rel_error(step[row][0], alone[0][t - 1]), 1e-5) << "row " << row;
+    EXPECT_LT(max_rel_error(logits[row], m.logits(alone[0][t - 1])), 1e-5) << "row " << row;
+  }
+  // The adapters do change their rows (the test can fail).
+  const at::Tensor base_logits = base.logits(base.hidden_states(base.embed(ids), positions).select(1, t - 1));
+  for (const int64_t row : {0, 1, 3, 4}) EXPECT_GT(max_rel_error(logits[row], base_logits[row]), 1e-3) << row;
+  EXPECT_LT(max_rel_error(logits[2], base_logits[2]), 1e-5);
+  EXPECT_NE(mixed.identity(), base.identity());
+
+  // Not mixable: an adapter with its own decoder norm (another decoder), or LoRA being trained.
+  Parameters norm_params = a_params;
+  norm_params.set("llm.model.norm.weight", norm_params.get("llm.model.norm.weight") * 2);
+  EXPECT_FALSE(base.can_mix(Qwen2ForCausalLM(norm_params, "llm", g.config)));
+  Parameters trained = a_params;
+  trained.set(lora_a_name("llm.model.layers.0.self_attn.q_proj"),
+              trained.get(lora_a_name("llm.model.layers.0.self_attn.q_proj")).clone().requires_grad_(true));
+  EXPECT_FALSE(base.can_mix(Qwen2ForCausalLM(trained, "llm", g.config)));
+  // A mixed model runs for inference only.
+  RunOptions training;
+  training.training = true;
+  EXPECT_THROW(Qwen2ForCausalLM(base_params, "llm", g.config, training).mixed({{&a, 1}}).hidden_states(
+                   base.embed(ids.narrow(0, 0, 1)), positions.narrow(0, 0, 1)),
+               c10::Error);
+}
+
 // The loader puts q/k/v (weights, biases) and gate/up into one buffer each: the store holds views
 // of it under the checkpoint keys, with the checkpoint's values, and the model runs them unchanged.
 TEST(WeightLoader, StacksTheFusedProjectionsIntoOneBuffer) {

@@ -56,19 +56,28 @@ class EngineGpuTest : public ::testing::Test {
     r.decoding.max_new_tokens = 8;
     return r;
   }
-  // Eight requests, first one per cycle, then all eight in one batch.
+  // Eight requests, first one per cycle, then all eight in one batch. With `adapters` (name,
+  // folder), loaded in both engines, request i names adapter i % (n + 1) (0: the base).
   static std::pair<std::vector<Result>, std::vector<Result>> alone_and_together(
-      c10::ScalarType dtype) {
+      c10::ScalarType dtype, const std::vector<std::pair<std::string, std::string>>& adapters = {}) {
+    const auto req = [&](size_t i) {
+      OcrRequest r = request(i);
+      if (const size_t k = i % (adapters.size() + 1); k > 0) r.adapter = adapters[k - 1].first;
+      return r;
+    };
     EngineOptions one;
     one.max_batch_size = 1;
     auto alone = start(dtype, one);
-    std::vector<Result> single;
-    for (size_t i = 0; i < 8; ++i) single.push_back(alone->submit(request(i)).get());
     auto engine = start(dtype);
+    for (Engine* e : {alone.get(), engine.get()}) {
+      for (const auto& [name, dir] : adapters) EXPECT_TRUE(e->load_adapter(name, dir, false).get().ok());
+    }
+    std::vector<Result> single;
+    for (size_t i = 0; i < 8; ++i) single.push_back(alone->submit(req(i)).get());
     std::vector<std::future<Result>> futures;
     {
       Gate gate(*engine);
-      for (size_t i = 0; i < 8; ++i) futures.push_back(engine->submit(request(i)));
+      for (size_t i = 0; i < 8; ++i) futures.push_back(engine->submit(req(i)));
       EXPECT_TRUE(eventually([&] { return engine->stats().queued == 8; }));
     }
     std::vector<Result> batched;
@@ -85,6 +94,21 @@ std::vector<std::string>* EngineGpuTest::images_ = nullptr;
 
 TEST_F(EngineGpuTest, InFloat32ABatchEqualsEachRequestAlone) {
   const auto [single, batched] = alone_and_together(c10::ScalarType::Float);
+  for (size_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(single[i].ok()) << single[i].status();
+    ASSERT_TRUE(batched[i].ok()) << batched[i].status();
+    EXPECT_EQ(batched[i]->batch_size, 8);
+    EXPECT_EQ(batched[i]->text, single[i]->text) << "image " << i;
+  }
+}
+
+// Rows of the base and two adapters (one with its own embeddings and resampler) in one batch: one
+// forward pass with per-row LoRA, its decode step a CUDA graph; each answer equals the request alone.
+TEST_F(EngineGpuTest, InFloat32AMixedAdapterBatchEqualsEachRequestAlone) {
+  auto base = load(c10::ScalarType::Float);
+  const std::string a = testing::write_test_adapter(*base, tmp_.file("a"), 1);
+  const std::string b = testing::write_test_adapter(*base, tmp_.file("b"), 2, false, {"embed_tokens", "resampler"});
+  const auto [single, batched] = alone_and_together(c10::ScalarType::Float, {{"a", a}, {"b", b}});
   for (size_t i = 0; i < 8; ++i) {
     ASSERT_TRUE(single[i].ok()) << single[i].status();
     ASSERT_TRUE(batched[i].ok()) << batched[i].status();

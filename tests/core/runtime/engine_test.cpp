@@ -65,8 +65,9 @@ class EngineTest : public ::testing::Test {
     return r;
   }
 
-  std::string write_adapter(const std::string& name, uint64_t seed, bool corrupt = false) const {
-    return testing::write_test_adapter(*base_, tmp_.file(name), seed, corrupt);
+  std::string write_adapter(const std::string& name, uint64_t seed, bool corrupt = false,
+                            const std::vector<std::string>& modules_to_save = {}) const {
+    return testing::write_test_adapter(*base_, tmp_.file(name), seed, corrupt, modules_to_save);
   }
 
   // One image decoded greedily alone, as cpm-tool generate does it: the engine's reference.
@@ -344,6 +345,91 @@ TEST_F(EngineTest, AdaptersLoadReplaceKeepTheOldOnErrorUnloadAndReloadOnDemand) 
   EXPECT_EQ(engine->submit(request(0)).get()->text, base_text) << "the base model is untouched";
 }
 
+// Requests for the base and two adapters (one with its own embeddings and resampler, as the
+// recipe's modules_to_save) run as one forward pass per decoding kind, and each answer equals the
+// request's own model run alone.
+TEST_F(EngineTest, RequestsForDifferentAdaptersShareOneForwardPassAndEqualThemAlone) {
+  const std::string a = write_adapter("adapter-a", 1);
+  const std::string b = write_adapter("adapter-b", 2, false, {"embed_tokens", "resampler"});
+  std::vector<OcrRequest> requests;
+  for (const auto& [image, adapter] : std::vector<std::pair<size_t, std::string>>{
+           {0, ""}, {0, "a"}, {0, "b"}, {1, "a"}, {1, ""}, {1, "b"}}) {
+    requests.push_back(request(image));
+    requests.back().adapter = adapter;
+  }
+  for (const std::string adapter : {"a", "b"}) {
+    OcrRequest r = request(2);
+    r.adapter = adapter;
+    r.decoding.strategy = DecodingStrategy::kSampling;
+    r.decoding.seed = 5;
+    r.decoding.temperature = 1.5;
+    requests.push_back(r);
+  }
+
+  EngineOptions one;
+  one.max_batch_size = 1;
+  auto alone = start(one);
+  std::vector<int> calls;
+  std::mutex calls_mu;
+  EngineOptions o;
+  o.before_generation = [&](int rows) {
+    std::lock_guard<std::mutex> lock(calls_mu);
+    calls.push_back(rows);
+  };
+  auto engine = start(o);
+  for (Engine* e : {alone.get(), engine.get()}) {
+    ASSERT_TRUE(e->load_adapter("a", a, false).get().ok());
+    ASSERT_TRUE(e->load_adapter("b", b, false).get().ok());
+  }
+  std::vector<Result> expected;
+  for (const OcrRequest& r : requests) {
+    expected.push_back(alone->submit(r).get());
+    ASSERT_TRUE(expected.back().ok()) << expected.back().status();
+  }
+  // The adapters change the answers, and the reference agrees with the engine alone.
+  EXPECT_EQ(expected[0]->text, direct_answer(0));
+  EXPECT_EQ(expected[1]->text, direct_answer_with(a, 0));
+  EXPECT_EQ(expected[2]->text, direct_answer_with(b, 0));
+  EXPECT_NE(expected[1]->text, expected[0]->text);
+  EXPECT_NE(expected[2]->text, expected[0]->text);
+  EXPECT_NE(expected[2]->text, expected[1]->text);
+  EXPECT_NE(expected[6]->text, expected[7]->text);
+
+  std::vector<std::future<Result>> together;
+  {
+    Gate gate(*engine);
+    for (const OcrRequest& r : requests) together.push_back(engine->submit(r));
+    ASSERT_TRUE(eventually([&] { return engine->stats().queued == static_cast<int64_t>(requests.size()); }));
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Result r = together[i].get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->text, expected[i]->text) << "request " << i;
+    EXPECT_EQ(r->generated_tokens, expected[i]->generated_tokens) << "request " << i;
+    EXPECT_EQ(r->adapter, requests[i].adapter);
+    EXPECT_EQ(r->batch_size, i < 6 ? 6 : 2) << "request " << i;
+  }
+  {
+    std::lock_guard<std::mutex> lock(calls_mu);
+    EXPECT_EQ(calls, (std::vector<int>{6, 2})) << "one generation per decoding kind";
+  }
+  EXPECT_EQ(engine->stats().batches, 2);
+  EXPECT_EQ(engine->adapter("a")->requests_served, 3);
+  EXPECT_EQ(engine->adapter("b")->requests_served, 3);
+
+  // Unloading one adapter leaves the mixed batches of the others right.
+  ASSERT_TRUE(engine->unload_adapter("b").get().ok());
+  ASSERT_TRUE(engine->adapter("b").ok());
+  std::vector<std::future<Result>> again;
+  {
+    Gate gate(*engine);
+    for (const size_t i : {0, 1, 3, 4}) again.push_back(engine->submit(requests[i]));
+    ASSERT_TRUE(eventually([&] { return engine->stats().queued == 4; }));
+  }
+  size_t k = 0;
+  for (const size_t i : {0, 1, 3, 4}) EXPECT_EQ(again[k++].get()->text, expected[i]->text) << "request " << i;
+}
+
 TEST_F(EngineTest, RequestsNamingALoadingAdapterWaitForIt) {
   const std::string a = write_adapter("adapter-a", 1);
   auto engine = start();
@@ -607,7 +693,7 @@ TEST_F(EngineTest, MetricsHooksSeeRequestsBatchesAndAdapters) {
   EXPECT_EQ(observer->requests[1].code, absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(observer->requests[2].adapter, "x");
   ASSERT_EQ(observer->batches.size(), 2u);
-  EXPECT_EQ(observer->batches[1].adapter, "x");
+  EXPECT_EQ(observer->batches[1].adapters, (std::map<std::string, int>{{"x", 1}}));
   ASSERT_EQ(observer->adapters.size(), 1u);
   EXPECT_EQ(observer->adapters[0].kind, AdapterEvent::Kind::kLoaded);
   EXPECT_GT(observer->adapters[0].load_duration.count(), 0);

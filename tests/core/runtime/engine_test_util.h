@@ -63,18 +63,23 @@ inline std::vector<std::string> formula_images(size_t n) {
 
 // A PEFT adapter (r 4, alpha 8) on every attention projection of the LLM with random lora_B, so it
 // changes the answers; `corrupt`: one lora_A of the wrong shape. Written to `dir`.
+// With `modules_to_save` (PEFT names: "embed_tokens", "resampler"), its own copies of them,
+// perturbed so that they change the answers too.
 inline std::string write_test_adapter(const core::model::LoadedModel& base, const std::string& dir,
-                                      uint64_t seed, bool corrupt = false) {
+                                      uint64_t seed, bool corrupt = false,
+                                      const std::vector<std::string>& modules_to_save = {}) {
   core::io::PeftLoraConfig c;
   c.r = 4;
   c.lora_alpha = 8;
   c.lora_dropout = 0;
   c.target_modules_regex = R"(llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj))";
+  c.modules_to_save = modules_to_save;
   auto adapter = core::model::init_adapter(base.params, base.configs.model, c, seed);
   EXPECT_TRUE(adapter.ok()) << adapter.status();
   at::manual_seed(seed);
   for (auto& [key, t] : adapter->tensors) {
     if (key.find(".lora_B.") != std::string::npos) t = at::randn(t.sizes()) * 0.5;
+    if (key.find(".lora_") == std::string::npos && t.is_floating_point()) t = t + at::randn(t.sizes()) * 0.05;
   }
   if (corrupt) {
     at::Tensor& first = adapter->tensors.begin()->second;  // a lora_A [r, in]
