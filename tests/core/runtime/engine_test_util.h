@@ -79,7 +79,7 @@ inline std::string write_test_adapter(const core::model::LoadedModel& base, cons
   at::manual_seed(seed);
   for (auto& [key, t] : adapter->tensors) {
     if (key.find(".lora_B.") != std::string::npos) t = at::randn(t.sizes()) * 0.5;
-    if (key.find(".lora_") == std::string::npos && t.is_floating_point()) t = t + at::randn(t.sizes()) * 0.05;
+    if (key.find(".lora_") == std::string::npos && t.is_floating_point()) t = t + at::randn(t.sizes(), t.options()) * 0.05;
   }
   if (corrupt) {
     at::Tensor& first = adapter->tensors.begin()->second;  // a lora_A [r, in]
