@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace cpm::server {
 
@@ -25,16 +26,22 @@ std::string random_id(const std::string& prefix) {
   return prefix + hex;
 }
 
-std::string Page::next_token(int64_t total) const {
-  return offset + size < total ? std::to_string(offset + size) : std::string();
+std::string page_token(const std::optional<JobStore::ListPosition>& next) {
+  return next ? absl::StrCat(next->create_time, ".", next->rowid) : std::string();
 }
 
 absl::StatusOr<Page> parse_page(const cpm::v1::PageRequest& request) {
   Page page;
   const std::string& token = request.page_token();
-  if (!token.empty() && (!absl::SimpleAtoi(token, &page.offset) || page.offset < 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_token \"", token, "\" is not one this server returned; start without it"));
+  if (!token.empty()) {
+    const std::vector<std::string> parts = absl::StrSplit(token, '.');
+    JobStore::ListPosition at;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &at.create_time) || !absl::SimpleAtoi(parts[1], &at.rowid) ||
+        at.rowid <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_token \"", token, "\" is not one this server returned; start without it"));
+    }
+    page.after = at;
   }
   if (request.page_size() > 0) page.size = std::min(request.page_size(), 1000);
   return page;

@@ -154,7 +154,7 @@ JobManager::~JobManager() { shutdown(); }
 
 absl::Status JobManager::recover() {
   std::lock_guard<std::mutex> lock(mu_);
-  auto interrupted = store_.jobs({cpm::v1::JOB_STATE_RUNNING, cpm::v1::JOB_STATE_CANCELLING}, 0,
+  auto interrupted = store_.jobs({cpm::v1::JOB_STATE_RUNNING, cpm::v1::JOB_STATE_CANCELLING}, std::nullopt,
                                  std::numeric_limits<int32_t>::max(), nullptr, true);
   if (!interrupted.ok()) return interrupted.status();
   for (Job& job : *interrupted) {
@@ -188,7 +188,7 @@ absl::Status JobManager::recover() {
 void JobManager::on_model_ready() {
   absl::StatusOr<runtime::Engine*> engine = host_.engine();
   if (!engine.ok()) return;
-  auto done = store_.jobs({cpm::v1::JOB_STATE_SUCCEEDED}, 0, std::numeric_limits<int32_t>::max());
+  auto done = store_.jobs({cpm::v1::JOB_STATE_SUCCEEDED}, std::nullopt, std::numeric_limits<int32_t>::max());
   if (done.ok()) {
     for (const Job& job : *done) {
       const std::string dir = adapter_dir(job.adapter_name());
@@ -228,7 +228,7 @@ absl::Status JobManager::transition(Job& job, JobState to, const std::string& re
   CPM_RETURN_IF_ERROR(store_.update_job(next, more));
   job = std::move(next);
   ++version_;
-  if (is_terminal(to)) metrics_.finished(to);
+  if (is_terminal(to)) metrics_.finished(to, job.spec().name());
   log_info("job state", {{"job", job.id()}, {"name", job.spec().name()}, {"state", state_label(to)},
                          {"reason", reason}});
   return absl::OkStatus();
@@ -335,7 +335,7 @@ void JobManager::fill_queue_positions(std::vector<Job*> jobs) {
   // One read of the line for all of them: the running job and the waiting ones, oldest first.
   auto line = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED, cpm::v1::JOB_STATE_RUNNING,
                            cpm::v1::JOB_STATE_CANCELLING},
-                          0, std::numeric_limits<int32_t>::max(), nullptr, true);
+                          std::nullopt, std::numeric_limits<int32_t>::max(), nullptr, true);
   if (!line.ok()) return;
   std::map<std::string, int32_t> position;
   for (const Job& other : *line) position.emplace(other.id(), static_cast<int32_t>(position.size()));
@@ -367,7 +367,8 @@ absl::StatusOr<cpm::v1::ListJobsResponse> JobManager::list(const cpm::v1::ListJo
   auto page = parse_page(request.page());
   if (!page.ok()) return page.status();
   int64_t total = 0;
-  auto jobs = store_.jobs(states, page->offset, page->size, &total);
+  std::optional<JobStore::ListPosition> next;
+  auto jobs = store_.jobs(states, page->after, page->size, &total, /*oldest_first=*/false, &next);
   if (!jobs.ok()) return jobs.status();
   std::vector<Job*> listed;
   for (Job& job : *jobs) listed.push_back(&job);
@@ -375,7 +376,7 @@ absl::StatusOr<cpm::v1::ListJobsResponse> JobManager::list(const cpm::v1::ListJo
   cpm::v1::ListJobsResponse out;
   for (Job& job : *jobs) *out.add_jobs() = std::move(job);
   out.set_total_size(static_cast<int32_t>(total));
-  out.set_next_page_token(page->next_token(total));
+  out.set_next_page_token(page_token(next));
   return out;
 }
 
@@ -434,7 +435,7 @@ bool JobManager::start_next() {
     // not started from a stale copy.
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return false;
-    auto runnable = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED}, 0, 1, nullptr, true);
+    auto runnable = store_.jobs({cpm::v1::JOB_STATE_QUEUED, cpm::v1::JOB_STATE_PAUSED}, std::nullopt, 1, nullptr, true);
     if (!runnable.ok()) {
       log_warn("scheduler: cannot read the queue", {{"error", std::string(runnable.status().message())}});
       return false;

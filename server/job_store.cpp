@@ -306,8 +306,9 @@ absl::StatusOr<bool> JobStore::job_name_taken(const std::string& name) {
 }
 
 absl::StatusOr<std::vector<cpm::v1::Job>> JobStore::jobs(const std::vector<cpm::v1::JobState>& states,
-                                                          int64_t offset, int64_t limit, int64_t* total,
-                                                          bool oldest_first) {
+                                                          const std::optional<ListPosition>& after, int64_t limit,
+                                                          int64_t* total, bool oldest_first,
+                                                          std::optional<ListPosition>* next) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string where = in_states(states);
   if (total) {
@@ -315,22 +316,43 @@ absl::StatusOr<std::vector<cpm::v1::Job>> JobStore::jobs(const std::vector<cpm::
     if (!count.prepared() || count.step() != SQLITE_ROW) return error("counting jobs");
     *total = count.integer(0);
   }
-  // rowid breaks ties between jobs created in the same microsecond, in insertion order.
+  // rowid breaks ties between jobs created in the same microsecond, in insertion order. One row
+  // more than asked says whether a next page exists.
   const char* order = oldest_first ? "create_time, rowid" : "create_time DESC, rowid DESC";
-  Statement st(db_, absl::StrCat("SELECT id, record FROM jobs WHERE ", where, " ORDER BY ", order,
-                                 " LIMIT ? OFFSET ?"));
+  const char* beyond = oldest_first ? "(create_time, rowid) > (?, ?)" : "(create_time, rowid) < (?, ?)";
+  Statement st(db_, absl::StrCat("SELECT id, record, create_time, rowid FROM jobs WHERE ", where, " AND ",
+                                 after ? beyond : "1", " ORDER BY ", order, " LIMIT ?"));
   if (!st.prepared()) return error("listing jobs");
-  st.bind(1, limit).bind(2, offset);
+  if (after) st.bind(1, after->create_time).bind(2, after->rowid);
+  st.bind(after ? 3 : 1, limit + 1);
   std::vector<cpm::v1::Job> out;
+  if (next) next->reset();
+  ListPosition last;
   int rc;
   while ((rc = st.step()) == SQLITE_ROW) {
+    if (static_cast<int64_t>(out.size()) == limit) {
+      if (next) *next = last;
+      break;
+    }
+    last = {st.integer(2), st.integer(3)};
     cpm::v1::Job job;
     if (!job.ParseFromString(st.bytes(1))) {
       return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", st.bytes(0), " is unreadable"));
     }
     out.push_back(std::move(job));
   }
-  if (rc != SQLITE_DONE) return error("listing jobs");
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return error("listing jobs");
+  return out;
+}
+
+absl::StatusOr<std::map<cpm::v1::JobState, int64_t>> JobStore::count_jobs_by_state() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  if (!st.prepared()) return error("counting jobs");
+  std::map<cpm::v1::JobState, int64_t> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out[static_cast<cpm::v1::JobState>(st.integer(0))] = st.integer(1);
+  if (rc != SQLITE_DONE) return error("counting jobs");
   return out;
 }
 
@@ -392,6 +414,7 @@ namespace {
 
 constexpr const char* kDatasetColumns =
     "id, name, format, dir, dataset_file, num_records, num_files, size_bytes, create_time";
+constexpr int kDatasetCreateTime = 8;  // its column
 
 }  // namespace
 
@@ -406,22 +429,34 @@ absl::StatusOr<std::optional<JobStore::StoredDataset>> JobStore::dataset(const s
   return std::optional<StoredDataset>(dataset_row(st));
 }
 
-absl::StatusOr<std::vector<JobStore::StoredDataset>> JobStore::datasets(int64_t offset, int64_t limit,
-                                                                         int64_t* total) {
+absl::StatusOr<std::vector<JobStore::StoredDataset>> JobStore::datasets(const std::optional<ListPosition>& after,
+                                                                         int64_t limit, int64_t* total,
+                                                                         std::optional<ListPosition>* next) {
   std::lock_guard<std::mutex> lock(mu_);
   if (total) {
     Statement count(db_, "SELECT COUNT(*) FROM datasets");
     if (!count.prepared() || count.step() != SQLITE_ROW) return error("counting datasets");
     *total = count.integer(0);
   }
-  Statement st(db_, absl::StrCat("SELECT ", kDatasetColumns,
-                                 " FROM datasets ORDER BY create_time DESC, rowid DESC LIMIT ? OFFSET ?"));
+  Statement st(db_, absl::StrCat("SELECT ", kDatasetColumns, ", rowid FROM datasets WHERE ",
+                                 after ? "(create_time, rowid) < (?, ?)" : "1",
+                                 " ORDER BY create_time DESC, rowid DESC LIMIT ?"));
   if (!st.prepared()) return error("listing datasets");
-  st.bind(1, limit).bind(2, offset);
+  if (after) st.bind(1, after->create_time).bind(2, after->rowid);
+  st.bind(after ? 3 : 1, limit + 1);
   std::vector<StoredDataset> out;
+  if (next) next->reset();
+  ListPosition last;
   int rc;
-  while ((rc = st.step()) == SQLITE_ROW) out.push_back(dataset_row(st));
-  if (rc != SQLITE_DONE) return error("listing datasets");
+  while ((rc = st.step()) == SQLITE_ROW) {
+    if (static_cast<int64_t>(out.size()) == limit) {
+      if (next) *next = last;
+      break;
+    }
+    last = {st.integer(kDatasetCreateTime), st.integer(kDatasetCreateTime + 1)};
+    out.push_back(dataset_row(st));
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return error("listing datasets");
   return out;
 }
 
@@ -436,7 +471,7 @@ JobStore::StoredDataset JobStore::dataset_row(Statement& st) {
   m.set_num_records(st.integer(5));
   m.set_num_files(st.integer(6));
   m.set_size_bytes(st.integer(7));
-  const int64_t t = st.integer(8);
+  const int64_t t = st.integer(kDatasetCreateTime);
   m.mutable_create_time()->set_seconds(t / 1000000);
   m.mutable_create_time()->set_nanos(static_cast<int32_t>(t % 1000000) * 1000);
   return d;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -46,11 +47,21 @@ class JobStore {
   absl::Status update_job(const cpm::v1::Job& job, const std::vector<cpm::v1::JobEvent>& events = {});
   absl::StatusOr<std::optional<cpm::v1::Job>> job(const std::string& id);
   absl::StatusOr<bool> job_name_taken(const std::string& name);
-  // Jobs in `states` (empty: all). Newest first, `offset`/`limit` paging; `total` gets the count of
-  // all matches. With oldest_first, in submission order (the scheduler's queue).
+  // Where a listing stopped: the creation time and rowid of its last item. A page that starts
+  // after it neither repeats nor skips items when others are created in between.
+  struct ListPosition {
+    int64_t create_time = 0;
+    int64_t rowid = 0;
+  };
+  // Up to `limit` jobs in `states` (empty: all) after `after`, newest first (with oldest_first, in
+  // submission order: the scheduler's queue); `total` gets the count of all matches and `next`
+  // the position to continue from, or nullopt when nothing is left.
   absl::StatusOr<std::vector<cpm::v1::Job>> jobs(const std::vector<cpm::v1::JobState>& states,
-                                                  int64_t offset, int64_t limit, int64_t* total = nullptr,
-                                                  bool oldest_first = false);
+                                                  const std::optional<ListPosition>& after, int64_t limit,
+                                                  int64_t* total = nullptr, bool oldest_first = false,
+                                                  std::optional<ListPosition>* next = nullptr);
+  // Jobs by state, all states counted in one query (the metrics scrape).
+  absl::StatusOr<std::map<cpm::v1::JobState, int64_t>> count_jobs_by_state();
   // Events of job `id` with seq > after_seq and step >= from_step, in order, with their seq.
   using SequencedEvent = std::pair<int64_t, cpm::v1::JobEvent>;
   absl::StatusOr<std::vector<SequencedEvent>> events(const std::string& id, int64_t after_seq,
@@ -69,9 +80,10 @@ class JobStore {
   };
   absl::Status insert_dataset(const StoredDataset& dataset);
   absl::StatusOr<std::optional<StoredDataset>> dataset(const std::string& id);
-  // Newest first.
-  absl::StatusOr<std::vector<StoredDataset>> datasets(int64_t offset, int64_t limit,
-                                                      int64_t* total = nullptr);
+  // Newest first, paged as jobs().
+  absl::StatusOr<std::vector<StoredDataset>> datasets(const std::optional<ListPosition>& after, int64_t limit,
+                                                      int64_t* total = nullptr,
+                                                      std::optional<ListPosition>* next = nullptr);
 
  private:
   class Statement;

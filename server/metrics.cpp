@@ -128,6 +128,12 @@ Metric& Family<Metric>::with(const std::vector<std::string>& label_values) {
 }
 
 template <typename Metric>
+void Family<Metric>::remove(const std::vector<std::string>& label_values) {
+  std::lock_guard<std::mutex> lock(mu_);
+  series_.erase(label_values);
+}
+
+template <typename Metric>
 void Family<Metric>::for_each(
     const std::function<void(const std::vector<std::string>&, const Metric&)>& fn) const {
   std::lock_guard<std::mutex> lock(mu_);

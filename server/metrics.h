@@ -61,7 +61,7 @@ class Histogram {
 };
 
 // All series of one metric name, keyed by label values. Series are created on first use and live
-// as long as the registry; references to them stay valid. Thread-safe.
+// as long as the registry unless removed; references to them stay valid until then. Thread-safe.
 template <typename Metric>
 class Family {
  public:
@@ -74,6 +74,8 @@ class Family {
 
   // `label_values` must have one value per label name.
   Metric& with(const std::vector<std::string>& label_values);
+  // Drops that series (it leaves /metrics); nothing if there is none.
+  void remove(const std::vector<std::string>& label_values);
 
   const std::string& name() const { return name_; }
   const std::string& help() const { return help_; }

@@ -62,14 +62,15 @@ TrainingMetrics::~TrainingMetrics() = default;
 void TrainingMetrics::watch(JobStore& store) {
   Family<Gauge>& jobs = families_->jobs;
   registry_.on_collect([&jobs, &store] {
+    auto counts = store.count_jobs_by_state();
+    if (!counts.ok()) {
+      core::log_warn("metrics: cannot count jobs", {{"error", std::string(counts.status().message())}});
+      return;
+    }
     for (int s = cpm::v1::JOB_STATE_QUEUED; s <= cpm::v1::JOB_STATE_CANCELLED; ++s) {
       const auto state = static_cast<cpm::v1::JobState>(s);
-      int64_t total = 0;
-      if (auto listed = store.jobs({state}, 0, 0, &total); !listed.ok()) {
-        core::log_warn("metrics: cannot count jobs", {{"error", std::string(listed.status().message())}});
-        return;
-      }
-      jobs.with({state_label(state)}).set(static_cast<double>(total));
+      const auto it = counts->find(state);
+      jobs.with({state_label(state)}).set(it == counts->end() ? 0.0 : static_cast<double>(it->second));
     }
   });
 }
@@ -95,6 +96,22 @@ void TrainingMetrics::eval(const std::string& job, const cpm::v1::EvalResult& e)
   f.eval_bleu4.with({job}).set(e.bleu4());
 }
 
-void TrainingMetrics::finished(cpm::v1::JobState state) { families_->finished.with({state_label(state)}).inc(); }
+void TrainingMetrics::finished(cpm::v1::JobState state, const std::string& job) {
+  Families& f = *families_;
+  f.finished.with({state_label(state)}).inc();
+  std::string retired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished_jobs_.push_back(job);
+    if (finished_jobs_.size() <= kKeptFinishedJobs) return;
+    retired = std::move(finished_jobs_.front());
+    finished_jobs_.pop_front();
+  }
+  for (Family<Gauge>* g : {&f.step, &f.max_steps, &f.loss, &f.learning_rate, &f.grad_norm, &f.tokens_per_second,
+                           &f.eval_loss, &f.eval_exact_match, &f.eval_edit_distance, &f.eval_bleu4}) {
+    g->remove({retired});
+  }
+  f.tokens.remove({retired});
+}
 
 }  // namespace cpm::server

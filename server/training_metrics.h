@@ -10,11 +10,16 @@
 //   cpm_train_tokens_total{train_job}           training tokens so far
 //   cpm_train_eval_loss, cpm_train_eval_exact_match, cpm_train_eval_edit_distance,
 //   cpm_train_eval_bleu4{train_job}       its last evaluation
+// The per-job series of the kKeptFinishedJobs most recently finished jobs stay (their final values
+// remain scrapeable); older ones leave /metrics, so a long-lived daemon's series stay bounded.
 #pragma once
 
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "cpm/v1/training.pb.h"
 #include "metrics.h"
 
@@ -35,13 +40,18 @@ class TrainingMetrics {
   void watch(JobStore& store);
   void progress(const std::string& job, const cpm::v1::TrainProgress& p);
   void eval(const std::string& job, const cpm::v1::EvalResult& e);
-  void finished(cpm::v1::JobState state);
+  // `job` reached terminal `state`.
+  void finished(cpm::v1::JobState state, const std::string& job);
+
+  static constexpr size_t kKeptFinishedJobs = 16;
 
   struct Families;
 
  private:
   Registry& registry_;
   std::unique_ptr<Families> families_;
+  std::mutex mu_;
+  std::deque<std::string> finished_jobs_ ABSL_GUARDED_BY(mu_);  // oldest first
 };
 
 // "queued", "running", ... as metric label values.

@@ -306,7 +306,11 @@ class TrainingTest(unittest.TestCase):
         page = t.ListJobs(S.ListJobsRequest(page=common_pb2.PageRequest(page_size=1)), timeout=10)
         self.assertEqual(len(page.jobs), 1)
         self.assertGreaterEqual(page.total_size, 2)
-        self.assertEqual(page.next_page_token, "1")
+        self.assertTrue(page.next_page_token)
+        after = t.ListJobs(S.ListJobsRequest(page=common_pb2.PageRequest(page_size=1, page_token=page.next_page_token)),
+                           timeout=10)
+        self.assertEqual(len(after.jobs), 1)
+        self.assertNotEqual(after.jobs[0].id, page.jobs[0].id)
         self.assert_code(grpc.StatusCode.INVALID_ARGUMENT, t.ListJobs,
                          S.ListJobsRequest(page=common_pb2.PageRequest(page_token="x")), timeout=10)
 

@@ -121,16 +121,35 @@ TEST(JobStore, JobsAndTheirEventsRoundTrip) {
 
   // Newest first, filtered, paged; oldest first for the queue.
   int64_t total = 0;
-  auto all = store.jobs({}, 0, 10, &total);
+  std::optional<JobStore::ListPosition> next;
+  auto all = store.jobs({}, std::nullopt, 10, &total, false, &next);
   ASSERT_EQ(all->size(), 2u);
   EXPECT_EQ((*all)[0].id(), "b");
   EXPECT_EQ(total, 2);
-  auto queued = store.jobs({cpm::v1::JOB_STATE_QUEUED}, 0, 10, &total);
+  EXPECT_FALSE(next.has_value());
+  auto queued = store.jobs({cpm::v1::JOB_STATE_QUEUED}, std::nullopt, 10, &total);
   ASSERT_EQ(queued->size(), 1u);
   EXPECT_EQ(total, 1);
-  auto page = store.jobs({}, 1, 1, &total, /*oldest_first=*/true);
+  auto first = store.jobs({}, std::nullopt, 1, &total, /*oldest_first=*/true, &next);
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].id(), "a");
+  ASSERT_TRUE(next.has_value());
+  auto page = store.jobs({}, next, 1, &total, /*oldest_first=*/true, &next);
   ASSERT_EQ(page->size(), 1u);
   EXPECT_EQ((*page)[0].id(), "b");
+  EXPECT_FALSE(next.has_value());
+  // A job created between two pages neither repeats an item nor pushes one onto the next page.
+  auto newest = store.jobs({}, std::nullopt, 1, &total, false, &next);
+  EXPECT_EQ((*newest)[0].id(), "b");
+  ASSERT_TRUE(store.insert_job(job("n", "newer", cpm::v1::JOB_STATE_QUEUED, 40), event("n", 0, false)).ok());
+  auto rest = store.jobs({}, next, 10, &total, false, &next);
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ((*rest)[0].id(), "a");
+  EXPECT_EQ(total, 3);
+  auto counts = store.count_jobs_by_state();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::map<cpm::v1::JobState, int64_t>{{cpm::v1::JOB_STATE_QUEUED, 2},
+                                                           {cpm::v1::JOB_STATE_RUNNING, 1}}));
 
   // Events in order with their seq; from a step; after a seq.
   auto events = store.events("a", 0);
@@ -176,10 +195,16 @@ TEST(JobStore, Datasets) {
   EXPECT_EQ((*one)->dir, "/data/ds-1");
   EXPECT_FALSE(store.dataset("ds-9")->has_value());
   int64_t total = 0;
-  auto newest = store.datasets(0, 2, &total);
+  std::optional<JobStore::ListPosition> next;
+  auto newest = store.datasets(std::nullopt, 2, &total, &next);
   ASSERT_EQ(newest->size(), 2u);
   EXPECT_EQ((*newest)[0].dataset.id(), "ds-2");
   EXPECT_EQ(total, 3);
+  ASSERT_TRUE(next.has_value());
+  auto rest = store.datasets(next, 2, &total, &next);
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ((*rest)[0].dataset.id(), "ds-0");
+  EXPECT_FALSE(next.has_value());
 }
 
 }  // namespace
