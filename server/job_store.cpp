@@ -305,6 +305,26 @@ absl::StatusOr<bool> JobStore::job_name_taken(const std::string& name) {
   return rc == SQLITE_ROW;
 }
 
+int JobStore::read_page(Statement& st, const std::optional<ListPosition>& after, int64_t limit, int position_column,
+                        std::optional<ListPosition>* next, const std::function<bool()>& take) {
+  if (after) st.bind(1, after->create_time).bind(2, after->rowid);
+  st.bind(after ? 3 : 1, limit + 1);
+  if (next) next->reset();
+  ListPosition last;
+  int64_t taken = 0;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    if (taken == limit) {
+      if (next) *next = last;
+      return SQLITE_DONE;
+    }
+    last = {st.integer(position_column), st.integer(position_column + 1)};
+    ++taken;
+    if (!take()) return SQLITE_DONE;
+  }
+  return rc;
+}
+
 absl::StatusOr<std::vector<cpm::v1::Job>> JobStore::jobs(const std::vector<cpm::v1::JobState>& states,
                                                           const std::optional<ListPosition>& after, int64_t limit,
                                                           int64_t* total, bool oldest_first,
@@ -323,25 +343,21 @@ absl::StatusOr<std::vector<cpm::v1::Job>> JobStore::jobs(const std::vector<cpm::
   Statement st(db_, absl::StrCat("SELECT id, record, create_time, rowid FROM jobs WHERE ", where, " AND ",
                                  after ? beyond : "1", " ORDER BY ", order, " LIMIT ?"));
   if (!st.prepared()) return error("listing jobs");
-  if (after) st.bind(1, after->create_time).bind(2, after->rowid);
-  st.bind(after ? 3 : 1, limit + 1);
   std::vector<cpm::v1::Job> out;
-  if (next) next->reset();
-  ListPosition last;
-  int rc;
-  while ((rc = st.step()) == SQLITE_ROW) {
-    if (static_cast<int64_t>(out.size()) == limit) {
-      if (next) *next = last;
-      break;
-    }
-    last = {st.integer(2), st.integer(3)};
+  std::string unreadable;
+  const int rc = read_page(st, after, limit, /*position_column=*/2, next, [&] {
     cpm::v1::Job job;
     if (!job.ParseFromString(st.bytes(1))) {
-      return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", st.bytes(0), " is unreadable"));
+      unreadable = st.bytes(0);
+      return false;
     }
     out.push_back(std::move(job));
+    return true;
+  });
+  if (!unreadable.empty()) {
+    return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", unreadable, " is unreadable"));
   }
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return error("listing jobs");
+  if (rc != SQLITE_DONE) return error("listing jobs");
   return out;
 }
 
@@ -442,21 +458,12 @@ absl::StatusOr<std::vector<JobStore::StoredDataset>> JobStore::datasets(const st
                                  after ? "(create_time, rowid) < (?, ?)" : "1",
                                  " ORDER BY create_time DESC, rowid DESC LIMIT ?"));
   if (!st.prepared()) return error("listing datasets");
-  if (after) st.bind(1, after->create_time).bind(2, after->rowid);
-  st.bind(after ? 3 : 1, limit + 1);
   std::vector<StoredDataset> out;
-  if (next) next->reset();
-  ListPosition last;
-  int rc;
-  while ((rc = st.step()) == SQLITE_ROW) {
-    if (static_cast<int64_t>(out.size()) == limit) {
-      if (next) *next = last;
-      break;
-    }
-    last = {st.integer(kDatasetCreateTime), st.integer(kDatasetCreateTime + 1)};
+  const int rc = read_page(st, after, limit, kDatasetCreateTime, next, [&] {
     out.push_back(dataset_row(st));
-  }
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return error("listing datasets");
+    return true;
+  });
+  if (rc != SQLITE_DONE) return error("listing datasets");
   return out;
 }
 

@@ -98,6 +98,14 @@ class JobStore {
   absl::Status error(const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A row of the dataset columns.
   static StoredDataset dataset_row(Statement& st);
+  // One page of a listing whose query selects the item's create_time and rowid at `position_column`
+  // and `position_column` + 1 and ends in "... WHERE <filter> AND <after ? (create_time, rowid) </>
+  // (?, ?) : 1> ORDER BY ... LIMIT ?": binds the position and limit + 1 (the extra row says whether a
+  // next page exists), calls `take` for each of the first `limit` rows until it returns false, and
+  // sets `next` to the last taken row's position when one more row exists. Returns SQLITE_DONE when
+  // it read the page (or `take` stopped it), else SQLite's error code.
+  static int read_page(Statement& st, const std::optional<ListPosition>& after, int64_t limit, int position_column,
+                       std::optional<ListPosition>* next, const std::function<bool()>& take);
 
   const std::string path_;
   std::mutex mu_;
