@@ -8,59 +8,12 @@
 #include "absl/strings/str_join.h"
 
 namespace cpm::server {
-namespace {
-
 namespace fs = std::filesystem;
 
-// `path` equals `root` or lies below it; both canonical.
-bool inside(const fs::path& path, const fs::path& root) {
-  const fs::path rel = path.lexically_relative(root);
-  return !rel.empty() && *rel.begin() != "..";
-}
-
-}  // namespace
-
-absl::StatusOr<AdapterRoots> AdapterRoots::create(const std::vector<std::string>& roots) {
-  std::vector<std::string> resolved;
-  for (const std::string& root : roots) {
-    std::error_code ec;
-    const fs::path canonical = fs::canonical(root, ec);
-    if (ec || !fs::is_directory(canonical, ec)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "adapter root ", root, " is not a directory",
-          ec ? absl::StrCat(" (", ec.message(), ")") : "", "; create it or fix adapter_roots"));
-    }
-    resolved.push_back(canonical.string());
-  }
-  return AdapterRoots(std::move(resolved));
-}
-
-absl::StatusOr<std::string> AdapterRoots::resolve(const std::string& path) const {
-  if (path.empty()) return absl::InvalidArgumentError("adapter path is empty");
-  fs::path requested(path);
-  if (requested.is_relative()) {
-    if (roots_.empty()) {
-      return absl::PermissionDeniedError(
-          "this cpmd has no adapter roots; LoadAdapter takes no path");
-    }
-    requested = fs::path(roots_.front()) / requested;
-  }
-  // Symlinks in the existing part resolved, the rest normalised: what the engine would open.
-  std::error_code ec;
-  const fs::path resolved = fs::weakly_canonical(requested, ec);
-  const bool allowed = !ec && std::any_of(roots_.begin(), roots_.end(), [&](const std::string& r) {
-    return inside(resolved, r);
-  });
-  if (!allowed) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "adapter path ", path, " is outside the adapter roots (", absl::StrJoin(roots_, ", "),
-        "); copy the adapter under one of them or add its folder to adapter_roots"));
-  }
-  if (!fs::is_directory(resolved, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("adapter path ", path, " is not a directory (a PEFT adapter folder)"));
-  }
-  return resolved.string();
+absl::StatusOr<PathRoots> adapter_path_roots(const std::vector<std::string>& roots) {
+  return PathRoots::create(roots, {"adapter path", "adapter", "adapter_roots",
+                                   "copy the adapter under one of them or add its folder to adapter_roots",
+                                   /*directory=*/true, " (a PEFT adapter folder)"});
 }
 
 absl::StatusOr<std::vector<AdapterFile>> list_adapter_files(const std::string& dir) {

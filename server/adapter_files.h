@@ -9,26 +9,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "path_roots.h"
 
 namespace cpm::server {
 
-// Immutable after create(); thread-safe.
-class AdapterRoots {
- public:
-  // The roots with symlinks resolved. FAILED_PRECONDITION naming one that is not a directory.
-  static absl::StatusOr<AdapterRoots> create(const std::vector<std::string>& roots);
-
-  // A client's folder (absolute, or relative to the first root) with symlinks and '..' resolved.
-  // PERMISSION_DENIED when the result is not inside a root; INVALID_ARGUMENT when it is empty or
-  // is not a directory.
-  absl::StatusOr<std::string> resolve(const std::string& path) const;
-
-  const std::vector<std::string>& roots() const { return roots_; }
-
- private:
-  explicit AdapterRoots(std::vector<std::string> roots) : roots_(std::move(roots)) {}
-  std::vector<std::string> roots_;
-};
+// How LoadAdapter paths are confined to `roots` (adapter_roots).
+absl::StatusOr<PathRoots> adapter_path_roots(const std::vector<std::string>& roots);
 
 struct AdapterFile {
   std::string name;  // relative to the folder: the FileInfo / FileChunk path

@@ -18,7 +18,7 @@ class ModelHost;
 class AdaptersService final : public cpm::v1::Adapters::CallbackService {
  public:
   // ExportAdapter sends files in chunks of `chunk_bytes`.
-  AdaptersService(const ModelHost& host, AdapterRoots roots, size_t chunk_bytes)
+  AdaptersService(const ModelHost& host, PathRoots roots, size_t chunk_bytes)
       : host_(host), roots_(std::move(roots)), chunk_bytes_(chunk_bytes) {}
 
   grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* context,
@@ -38,7 +38,7 @@ class AdaptersService final : public cpm::v1::Adapters::CallbackService {
 
  private:
   const ModelHost& host_;
-  const AdapterRoots roots_;
+  const PathRoots roots_;
   const size_t chunk_bytes_;
   FutureWaiter waiter_;
 };

@@ -77,12 +77,12 @@ std::string with_port(const std::string& address, int port) {
 }
 
 // The configured adapter roots, or <data_dir>/adapters (created) when none are.
-absl::StatusOr<AdapterRoots> adapter_roots(const DaemonConfig& config, const fs::path& data_dir) {
-  if (!config.adapter_roots.empty()) return AdapterRoots::create(config.adapter_roots);
+absl::StatusOr<PathRoots> adapter_roots(const DaemonConfig& config, const fs::path& data_dir) {
+  if (!config.adapter_roots.empty()) return adapter_path_roots(config.adapter_roots);
   const fs::path dir = data_dir / "adapters";
   std::error_code ec;
   fs::create_directories(dir, ec);
-  return AdapterRoots::create({dir.string()});
+  return adapter_path_roots({dir.string()});
 }
 
 // What protects the gRPC port, and warnings where that is little. Token values are never logged.

@@ -34,32 +34,6 @@ c10::ScalarType dtype_of(const ModelStatus& status) {
   return status.dtype == "bfloat16" ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
 }
 
-// `path` (absolute, or relative to the first root) with symlinks resolved, if it is a file inside
-// one of `roots`.
-absl::StatusOr<std::string> confined_file(const std::string& path, const std::vector<std::string>& roots) {
-  if (path.empty()) return absl::InvalidArgumentError("spec.dataset_path is empty");
-  std::error_code ec;
-  const fs::path given = fs::path(path).is_absolute() ? fs::path(path) : fs::path(roots.front()) / path;
-  const fs::path real = fs::canonical(given, ec);
-  if (ec) {
-    return absl::NotFoundError(absl::StrCat("spec.dataset_path ", path, ": ", ec.message(),
-                                            " (paths are on the daemon host, relative to ", roots.front(), ")"));
-  }
-  for (const std::string& root : roots) {
-    const fs::path r = fs::weakly_canonical(root, ec);
-    const auto rel = real.lexically_relative(r);
-    if (!rel.empty() && *rel.begin() != "..") {
-      if (!fs::is_regular_file(real, ec)) {
-        return absl::InvalidArgumentError(absl::StrCat("spec.dataset_path ", path, " is not a file"));
-      }
-      return real.string();
-    }
-  }
-  return absl::PermissionDeniedError(absl::StrCat("spec.dataset_path ", path,
-                                                  " is outside the dataset roots of this daemon (",
-                                                  roots.front(), "); upload it with UploadDataset instead"));
-}
-
 // Step of the newest complete checkpoint-<step> folder in `dir`; 0 when there is none.
 int64_t newest_checkpoint_step(const std::string& dir) {
   const std::optional<std::string> newest = core::train::latest_checkpoint(dir);
@@ -134,8 +108,13 @@ class JobManager::Listener final : public runtime::TrainingListener {
   const std::string id_;
 };
 
-JobManager::JobManager(JobStore& store, ModelHost& host, TrainingMetrics& metrics, JobManagerOptions options)
-    : store_(store), host_(host), metrics_(metrics), options_(std::move(options)) {}
+JobManager::JobManager(JobStore& store, ModelHost& host, TrainingMetrics& metrics, JobManagerOptions options,
+                       PathRoots dataset_roots)
+    : store_(store),
+      host_(host),
+      metrics_(metrics),
+      options_(std::move(options)),
+      dataset_roots_(std::move(dataset_roots)) {}
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::start(JobStore& store, ModelHost& host,
                                                              TrainingMetrics& metrics, JobManagerOptions options) {
@@ -144,7 +123,11 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::start(JobStore& store, M
     std::error_code ec;
     fs::create_directories(root, ec);
   }
-  std::unique_ptr<JobManager> m(new JobManager(store, host, metrics, std::move(options)));
+  CPM_ASSIGN_OR_RETURN(PathRoots roots,
+                       PathRoots::create(options.dataset_roots,
+                                         {"spec.dataset_path", "dataset", "dataset_roots",
+                                          "upload it with UploadDataset instead", /*directory=*/false, ""}));
+  std::unique_ptr<JobManager> m(new JobManager(store, host, metrics, std::move(options), std::move(roots)));
   if (absl::Status s = m->recover(); !s.ok()) return s;
   m->scheduler_ = std::thread([p = m.get()] { p->schedule_loop(); });
   return m;
@@ -246,7 +229,7 @@ absl::StatusOr<std::string> JobManager::dataset_file(const cpm::v1::JobSpec& spe
     }
     return (fs::path((*stored)->dir) / (*stored)->dataset_file).string();
   }
-  return confined_file(spec.dataset_path(), options_.dataset_roots);
+  return dataset_roots_.resolve(spec.dataset_path());
 }
 
 absl::StatusOr<Job> JobManager::submit(const cpm::v1::SubmitJobRequest& request) {

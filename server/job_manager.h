@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "cpm/v1/training.pb.h"
 #include "job_store.h"
+#include "path_roots.h"
 #include "train/dataset.h"
 
 namespace cpm::core::runtime {
@@ -93,7 +94,8 @@ class JobManager {
     bool attached = false;  // the engine runs it (else the scheduler is still loading its data)
   };
 
-  JobManager(JobStore& store, ModelHost& host, TrainingMetrics& metrics, JobManagerOptions options);
+  JobManager(JobStore& store, ModelHost& host, TrainingMetrics& metrics, JobManagerOptions options,
+             PathRoots dataset_roots);
   absl::Status recover();
   void schedule_loop();
   // Starts the oldest runnable job, if any. Returns false when there is nothing to start.
@@ -116,6 +118,7 @@ class JobManager {
   ModelHost& host_;
   TrainingMetrics& metrics_;
   const JobManagerOptions options_;
+  const PathRoots dataset_roots_;
 
   std::mutex mu_;
   std::condition_variable cv_;

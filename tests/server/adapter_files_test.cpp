@@ -24,9 +24,9 @@ class AdapterRootsTest : public ::testing::Test {
     fs::create_directory_symlink(tmp_.path() / "outside" / "secret",
                                  tmp_.path() / "roots/a/escape");
     fs::create_directory_symlink(tmp_.path() / "roots/b/other", tmp_.path() / "roots/a/sideways");
-    auto roots = AdapterRoots::create({tmp_.file("roots/a"), tmp_.file("roots/b")});
+    auto roots = adapter_path_roots({tmp_.file("roots/a"), tmp_.file("roots/b")});
     ASSERT_TRUE(roots.ok()) << roots.status();
-    roots_ = std::make_unique<AdapterRoots>(*roots);
+    roots_ = std::make_unique<PathRoots>(*roots);
   }
 
   std::string canonical(const std::string& rel) const {
@@ -34,7 +34,7 @@ class AdapterRootsTest : public ::testing::Test {
   }
 
   testing::TempDir tmp_;
-  std::unique_ptr<AdapterRoots> roots_;
+  std::unique_ptr<PathRoots> roots_;
 };
 
 TEST_F(AdapterRootsTest, FoldersUnderARootResolve) {
@@ -63,11 +63,33 @@ TEST_F(AdapterRootsTest, MissingOrNotAFolderIsInvalid) {
   EXPECT_EQ(roots_->resolve("file.txt").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The same confinement for files (dataset_roots and JobSpec.dataset_path).
+TEST_F(AdapterRootsTest, FilePathsResolveInsideAndAreRefusedOutside) {
+  tmp_.write("outside/labels.csv", "x");
+  fs::create_symlink(tmp_.path() / "outside" / "labels.csv", tmp_.path() / "roots/a/link.csv");
+  auto files = PathRoots::create({tmp_.file("roots/a")}, {"spec.dataset_path", "dataset", "dataset_roots",
+                                                          "upload it instead", /*directory=*/false, ""});
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(*files->resolve("file.txt"), canonical("roots/a/file.txt"));
+  EXPECT_EQ(*files->resolve(tmp_.file("roots/a/file.txt")), canonical("roots/a/file.txt"));
+  for (const std::string& path : {tmp_.file("outside/labels.csv"), std::string("link.csv"),
+                                  std::string("../../outside/labels.csv"), std::string("../outside/missing.csv")}) {
+    auto r = files->resolve(path);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << path;
+    EXPECT_THAT(r.status().message(), HasSubstr("is outside the dataset roots")) << path;
+    EXPECT_THAT(r.status().message(), HasSubstr("upload it instead")) << path;
+  }
+  EXPECT_EQ(files->resolve("missing.csv").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(files->resolve("good").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(files->resolve("good").status().message(), HasSubstr("spec.dataset_path good is not a file"));
+  EXPECT_EQ(files->resolve("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(AdapterRootsTest, RootsMustExistAndNoRootsRefuseEveryPath) {
-  auto bad = AdapterRoots::create({tmp_.file("missing")});
+  auto bad = adapter_path_roots({tmp_.file("missing")});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(bad.status().message(), HasSubstr("missing is not a directory"));
-  auto none = AdapterRoots::create({});
+  auto none = adapter_path_roots({});
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(none->resolve("x").status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(none->resolve(tmp_.file("roots/a/good")).status().code(),
