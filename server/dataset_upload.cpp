@@ -270,9 +270,8 @@ absl::StatusOr<cpm::v1::Dataset> DatasetUploads::receive(const std::function<boo
 
 absl::StatusOr<cpm::v1::ListDatasetsResponse> DatasetUploads::list(const cpm::v1::ListDatasetsRequest& request) {
   CPM_ASSIGN_OR_RETURN(const Page page, parse_page(request.page()));
-  int64_t total = 0;
   std::optional<JobStore::ListPosition> next;
-  CPM_ASSIGN_OR_RETURN(auto stored, store_.datasets(page.after, page.size, &total, &next));
+  CPM_ASSIGN_OR_RETURN(auto stored, store_.datasets(page.after, page.size, /*total=*/nullptr, &next));
   cpm::v1::ListDatasetsResponse out;
   for (auto& d : stored) *out.add_datasets() = std::move(d.dataset);
   out.set_next_page_token(page_token(next));

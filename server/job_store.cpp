@@ -309,7 +309,8 @@ int JobStore::read_page(Statement& st, const std::optional<ListPosition>& after,
                         std::optional<ListPosition>* next, const std::function<bool()>& take) {
   if (after) st.bind(1, after->create_time).bind(2, after->rowid);
   st.bind(after ? 3 : 1, limit + 1);
-  if (next) next->reset();
+  if (next) next->reset();  // after the binds: `next` may be `after` itself (continue from here)
+  if (limit <= 0) return SQLITE_DONE;
   ListPosition last;
   int64_t taken = 0;
   int rc;

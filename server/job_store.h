@@ -99,8 +99,8 @@ class JobStore {
   // A row of the dataset columns.
   static StoredDataset dataset_row(Statement& st);
   // One page of a listing whose query selects the item's create_time and rowid at `position_column`
-  // and `position_column` + 1 and ends in "... WHERE <filter> AND <after ? (create_time, rowid) </>
-  // (?, ?) : 1> ORDER BY ... LIMIT ?": binds the position and limit + 1 (the extra row says whether a
+  // and `position_column` + 1 and ends in "... WHERE [<filter> AND] <after ? (create_time, rowid)
+  // </> (?, ?) : 1> ORDER BY ... LIMIT ?": binds the position and limit + 1 (the extra row says whether a
   // next page exists), calls `take` for each of the first `limit` rows until it returns false, and
   // sets `next` to the last taken row's position when one more row exists. Returns SQLITE_DONE when
   // it read the page (or `take` stopped it), else SQLite's error code.

@@ -106,8 +106,9 @@ class Qwen2ForCausalLM {
   // embeddings and lm_head, as Punica/S-LoRA batch adapters: the base projections once for the
   // whole batch, then each segment's LoRA on its own rows ([rows * T, in] slices, two matrix
   // multiplies per adapter and projection). Row b's results equal what its own model gives for
-  // it alone. Rows past the segments (a padded batch) run on the base. Inference only; a new
-  // identity. REQUIRES: can_mix(*segment.model) for each segment.
+  // it alone. Rows past the segments (a padded batch) run on the base. embed() of 1-D ids and
+  // logits() of a 1-D hidden state have no rows and use the base's tables (left_pad's masked pad
+  // embedding). Inference only; a new identity. REQUIRES: can_mix(*segment.model) for each segment.
   Qwen2ForCausalLM mixed(const std::vector<RowSegment>& segments) const;
 
  private:

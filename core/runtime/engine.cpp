@@ -432,19 +432,24 @@ Engine::Work Engine::next_work() {
 
 void Engine::run_cycle(std::vector<std::unique_ptr<Pending>> batch) {
   // Groups of one decoding kind, in order of their first request; within a group the rows of one
-  // adapter are consecutive (one LoRA segment each), adapters in order of their first request.
+  // adapter are consecutive (one LoRA segment each), the base first, then adapters by name, so
+  // that the same adapters with the same row counts make the same layout (runtime/mixed_adapters.h
+  // keeps its model and so its decode graph).
   std::vector<std::vector<size_t>> groups;
   for (size_t i = 0; i < batch.size(); ++i) {
-    auto same = [&](const std::vector<size_t>& g) { return batch[g.front()]->decoding.kind == batch[i]->decoding.kind; };
+    auto same = [&](const std::vector<size_t>& g) {
+      return batch[g.front()]->decoding.kind == batch[i]->decoding.kind;
+    };
     auto it = std::find_if(groups.begin(), groups.end(), same);
     if (it == groups.end()) {
       groups.push_back({i});
     } else {
-      const auto last_of_adapter = std::find_if(it->rbegin(), it->rend(), [&](size_t k) {
-        return batch[k]->request.adapter == batch[i]->request.adapter;
-      });
-      it->insert(last_of_adapter == it->rend() ? it->end() : last_of_adapter.base(), i);
+      it->push_back(i);
     }
+  }
+  for (std::vector<size_t>& group : groups) {
+    std::stable_sort(group.begin(), group.end(),
+                     [&](size_t a, size_t b) { return batch[a]->request.adapter < batch[b]->request.adapter; });
   }
   for (const std::vector<size_t>& group : groups) {
     // Keep the group's adapters alive while it runs.

@@ -33,7 +33,9 @@ struct RequestEvent {
   std::chrono::nanoseconds time_per_output_token{0};
 };
 
-// One batch (one decoding kind, its rows' adapters in one forward pass) run on the engine thread.
+// The requests of one decoding kind in one engine cycle, run on the engine thread: one batched
+// generation over every adapter's rows, except beam search (one request at a time) and adapters
+// that cannot be mixed (runtime/ocr_batch.h).
 struct BatchEvent {
   std::map<std::string, int> adapters;  // rows per adapter ("": the base model)
   DecodeKind kind = DecodeKind::kGreedy;

@@ -36,13 +36,13 @@ const model::Qwen2ForCausalLM& MixedAdapterModels::get(
     layouts_.splice(layouts_.begin(), layouts_, it);
     return *layouts_.front().mixed;
   }
-  while (layouts_.size() >= max_layouts_) layouts_.pop_back();
   Layout layout;
+  layout.mixed = std::make_unique<model::Qwen2ForCausalLM>(base_.mixed(segments));  // may throw
   for (const auto& s : segments) {
     layout.models.push_back(s.model->identity());
     layout.rows.push_back(s.rows);
   }
-  layout.mixed = std::make_unique<model::Qwen2ForCausalLM>(base_.mixed(segments));
+  while (layouts_.size() >= max_layouts_) layouts_.pop_back();
   layouts_.push_front(std::move(layout));
   return *layouts_.front().mixed;
 }

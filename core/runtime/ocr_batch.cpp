@@ -126,27 +126,35 @@ std::vector<RowOutcome> run_ocr_batch(MixedAdapterModels& mixer, c10::Device dev
   }
   if (live.empty()) return out;
 
-  // Beam search decodes one row at a time; the others together (each model's rows on their own
-  // when one cannot be mixed), or one by one after running out of memory together.
+  // Beam search decodes one row at a time. The others decode together: the rows of mixable models
+  // in one call, those of a model that cannot be mixed in a call of their own (one model alone
+  // needs no mixing). After running out of memory together, a call's rows go one by one.
   std::vector<std::vector<size_t>> calls;
-  const bool mixable = std::all_of(live.begin(), live.end(), [&](size_t i) {
-    return rows[i].model == rows[live.front()].model || mixer.can_mix(rows[i].model->llm());
-  });
+  const bool one_model =
+      std::all_of(live.begin(), live.end(), [&](size_t i) { return rows[i].model == rows[live.front()].model; });
   if (rows[live.front()].decoding->kind == DecodeKind::kBeam) {
     for (const size_t i : live) calls.push_back({i});
-  } else if (mixable) {
+  } else if (one_model) {
     calls.push_back(live);
   } else {
-    std::vector<const model::MiniCPMO*> models;
+    std::vector<size_t> mixed;
+    std::vector<const model::MiniCPMO*> alone_models;  // models that cannot be mixed, one call each
+    std::vector<std::vector<size_t>> alone_calls;
     for (const size_t i : live) {
-      const auto at = std::find(models.begin(), models.end(), rows[i].model);
-      if (at == models.end()) {
-        models.push_back(rows[i].model);
-        calls.push_back({i});
+      if (mixer.can_mix(rows[i].model->llm())) {
+        mixed.push_back(i);
+        continue;
+      }
+      const auto at = std::find(alone_models.begin(), alone_models.end(), rows[i].model);
+      if (at == alone_models.end()) {
+        alone_models.push_back(rows[i].model);
+        alone_calls.push_back({i});
       } else {
-        calls[static_cast<size_t>(at - models.begin())].push_back(i);
+        alone_calls[static_cast<size_t>(at - alone_models.begin())].push_back(i);
       }
     }
+    if (!mixed.empty()) calls.push_back(std::move(mixed));
+    for (auto& call : alone_calls) calls.push_back(std::move(call));
   }
   std::vector<int> delivered(rows.size(), 0);  // tokens handed to each row's on_token
   for (const std::vector<size_t>& call : calls) {

@@ -6,7 +6,7 @@
 // generate_greedy_batch or generate_sampled_batch with left padding, or generate_beam one row at a
 // time. Rows of different adapters share one pass (runtime/mixed_adapters.h), unless an adapter
 // cannot be mixed (its decoder weights differ from the base's, or it keeps PEFT's float32 LoRA):
-// then each model's rows decode on their own. Every row's result equals the row run alone.
+// then its rows decode in a call of their own. Every row's result equals the row run alone.
 #pragma once
 
 #include <c10/core/Device.h>

@@ -12,6 +12,7 @@
 
 #include "io/safetensors.h"
 #include "model/weight_loader.h"
+#include "runtime/mixed_adapters.h"
 #include "core/model/golden_util.h"
 
 namespace cpm::core::model {
@@ -182,6 +183,33 @@ TEST(Qwen2, AMixedBatchGivesEachRowWhatItsOwnModelGives) {
   EXPECT_THROW(Qwen2ForCausalLM(base_params, "llm", g.config, training).mixed({{&a, 1}}).hidden_states(
                    base.embed(ids.narrow(0, 0, 1)), positions.narrow(0, 0, 1)),
                c10::Error);
+}
+
+// The mixed models are kept per layout (so a decode graph captured for one is replayed), rebuilt
+// for another layout, and dropped as soon as one of their adapters is gone.
+TEST(MixedAdapterModels, KeepsALayoutsModelUntilAnAdapterGoes) {
+  at::manual_seed(9);
+  const Golden g = golden();
+  const Parameters base_params = llm_params(g);
+  const Qwen2ForCausalLM base(base_params, "llm", g.config);
+  const Qwen2ForCausalLM a(with_lora(base_params, g.config, {"self_attn.q_proj"}), "llm", g.config);
+  auto b = std::make_unique<Qwen2ForCausalLM>(with_lora(base_params, g.config, {"self_attn.o_proj"}), "llm", g.config);
+  runtime::MixedAdapterModels mixer(base, /*max_layouts=*/2);
+
+  EXPECT_EQ(&mixer.get({&a, &a}), &a) << "one model needs no mixing";
+  EXPECT_EQ(mixer.layouts(), 0u);
+  const Qwen2ForCausalLM* ab = &mixer.get({&a, b.get(), b.get()});
+  EXPECT_EQ(&mixer.get({&a, b.get(), b.get()}), ab) << "the same layout, the same model";
+  const Qwen2ForCausalLM* aab = &mixer.get({&a, &a, b.get()});
+  EXPECT_NE(aab, ab) << "other row counts, another layout";
+  EXPECT_EQ(mixer.layouts(), 2u);
+  mixer.get({&base, &a});  // a third layout: the least recently used (a, b, b) goes
+  EXPECT_EQ(mixer.layouts(), 2u);
+  EXPECT_EQ(&mixer.get({&a, &a, b.get()}), aab);
+
+  b.reset();  // b unloaded: its layouts go, so they no longer hold its tensors
+  mixer.prune();
+  EXPECT_EQ(mixer.layouts(), 1u);
 }
 
 // The loader puts q/k/v (weights, biases) and gate/up into one buffer each: the store holds views

@@ -430,6 +430,47 @@ TEST_F(EngineTest, RequestsForDifferentAdaptersShareOneForwardPassAndEqualThemAl
   for (const size_t i : {0, 1, 3, 4}) EXPECT_EQ(again[k++].get()->text, expected[i]->text) << "request " << i;
 }
 
+// An adapter with its own decoder norm cannot share the others' pass: its rows decode on their own,
+// the mixable ones together, whichever comes first in the batch.
+TEST_F(EngineTest, AnAdapterThatCannotBeMixedRunsInAPassOfItsOwn) {
+  const std::string a = write_adapter("adapter-a", 1);
+  const std::string own_norm = write_adapter("adapter-n", 3, false, {"norm"});
+  std::vector<OcrRequest> requests;
+  for (const auto& [image, adapter] : std::vector<std::pair<size_t, std::string>>{
+           {0, "0-own-norm"}, {1, "a"}, {2, "0-own-norm"}, {3, "b"}}) {
+    requests.push_back(request(image));
+    requests.back().adapter = adapter;
+  }
+  std::vector<int> calls;
+  std::mutex calls_mu;
+  EngineOptions o;
+  o.before_generation = [&](int rows) {
+    std::lock_guard<std::mutex> lock(calls_mu);
+    calls.push_back(rows);
+  };
+  auto engine = start(o);
+  ASSERT_TRUE(engine->load_adapter("0-own-norm", own_norm, false).get().ok());
+  ASSERT_TRUE(engine->load_adapter("a", a, false).get().ok());
+  ASSERT_TRUE(engine->load_adapter("b", write_adapter("adapter-b", 2), false).get().ok());
+  std::vector<std::future<Result>> together;
+  {
+    Gate gate(*engine);
+    for (const OcrRequest& r : requests) together.push_back(engine->submit(r));
+    ASSERT_TRUE(eventually([&] { return engine->stats().queued == 4; }));
+  }
+  const std::vector<std::string> expected = {direct_answer_with(own_norm, 0), direct_answer_with(a, 1),
+                                             direct_answer_with(own_norm, 2),
+                                             direct_answer_with(tmp_.file("adapter-b"), 3)};
+  EXPECT_NE(expected[0], direct_answer(0));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Result r = together[i].get();
+    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.status();
+    EXPECT_EQ(r->text, expected[i]) << "request " << i;
+  }
+  std::lock_guard<std::mutex> lock(calls_mu);
+  EXPECT_EQ(calls, (std::vector<int>{2, 2})) << "a and b mixed, then the own-norm adapter's two rows";
+}
+
 TEST_F(EngineTest, RequestsNamingALoadingAdapterWaitForIt) {
   const std::string a = write_adapter("adapter-a", 1);
   auto engine = start();
