@@ -255,7 +255,7 @@ Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope
                             linear(l + ".self_attn.q_proj", true), linear(l + ".self_attn.k_proj", true),
                             linear(l + ".self_attn.v_proj", true), linear(l + ".self_attn.o_proj", false),
                             linear(l + ".mlp.gate_proj", false), linear(l + ".mlp.up_proj", false),
-                            linear(l + ".mlp.down_proj", false), {}, {}, {}});
+                            linear(l + ".mlp.down_proj", false), {}, {}, {}, {}, {}, {}, {}});
     Layer& w = layers_.back();
     w.qkv = stacked({&w.q, &w.k, &w.v});
     w.gate_up = stacked({&w.gate, &w.up});
@@ -307,6 +307,12 @@ Qwen2ForCausalLM Qwen2ForCausalLM::mixed(const std::vector<RowSegment>& segments
     }
     first += s.rows;
   }
+  for (Layer& l : out.layers_) {
+    l.qkv_stacked = stack(l.segments, &SegmentLora::qkv, first);
+    l.o_stacked = stack(l.segments, &SegmentLora::o, first);
+    l.gate_up_stacked = stack(l.segments, &SegmentLora::gate_up, first);
+    l.down_stacked = stack(l.segments, &SegmentLora::down, first);
+  }
   return out;
 }
 
@@ -349,9 +355,41 @@ at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const L
   return (y.to(delta.scalar_type()) + delta).to(y.scalar_type());
 }
 
+Qwen2ForCausalLM::StackedLora Qwen2ForCausalLM::stack(const std::vector<SegmentLora>& segments,
+                                                      Linear SegmentLora::*member, int64_t rows) {
+  std::vector<at::Tensor> a, b;
+  for (const SegmentLora& s : segments) {
+    if ((s.*member).lora_a.defined()) {
+      a.push_back((s.*member).lora_a);
+      b.push_back((s.*member).lora_b);
+    }
+  }
+  if (a.size() < 2) return {};
+  StackedLora out{at::cat(a, 0), at::cat(b, 1), {}};
+  out.row_scale = at::zeros({rows, out.a.size(0)}, out.a.options());
+  int64_t col = 0;
+  for (const SegmentLora& s : segments) {
+    const Linear& l = s.*member;
+    if (!l.lora_a.defined()) continue;
+    out.row_scale.narrow(0, s.first, s.rows).narrow(1, col, l.lora_a.size(0)).fill_(s.scaling);
+    col += l.lora_a.size(0);
+  }
+  return out;
+}
+
 void Qwen2ForCausalLM::add_segment_loras(at::Tensor& out, const at::Tensor& in,
                                          const std::vector<SegmentLora>& segments, Linear SegmentLora::*member,
-                                         int64_t batch) {
+                                         const StackedLora& stacked, int64_t batch) {
+  if (stacked.a.defined()) {
+    // Rows [0, n) of the batch have segments (the rest is padding on the base): [n * T, sum r],
+    // each row's columns of other adapters zeroed and its own scaled, then expanded.
+    const int64_t n = std::min(batch, stacked.row_scale.size(0));
+    const at::Tensor x = batch_rows(in, batch, 0, n);
+    at::Tensor low = at::mm(x, stacked.a.t());
+    low.view({n, -1, low.size(1)}).mul_(stacked.row_scale.narrow(0, 0, n).unsqueeze(1));
+    batch_rows(out, batch, 0, n).addmm_(low, stacked.b.t());
+    return;
+  }
   for (const SegmentLora& s : segments) {
     const Linear& l = s.*member;
     if (!l.lora_a.defined()) continue;
@@ -410,7 +448,7 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   const at::Tensor h = fast_rms_norm(x, w.input_norm, d.eps).view({b * t, dim});
   at::Tensor qkv = w.qkv.bias.defined() ? at::addmm(w.qkv.bias, h, w.qkv.weight.t()) : at::mm(h, w.qkv.weight.t());
   add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
-  add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, b);
+  add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, w.qkv_stacked, b);
   // q and k rotated together: [B, T, H + Hkv, Dh]; then [B, heads, T, Dh] views.
   const at::Tensor qk =
       rotate(qkv.narrow(1, 0, q_out + kv_out).view({b, t, d.heads + d.kv_heads, d.head_dim}), cos, signed_sin);
@@ -422,18 +460,18 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   const at::Tensor merged = attn.transpose(1, 2).reshape({b * t, q_out});
   rows.addmm_(merged, w.o.weight.t());
   add_lora(rows, merged, w.o.lora_a, w.o.lora_b, scaling);
-  add_segment_loras(rows, merged, w.segments, &SegmentLora::o, b);
+  add_segment_loras(rows, merged, w.segments, &SegmentLora::o, w.o_stacked, b);
 
   // [N, 2I]: gate and up side by side.
   const at::Tensor h2 = fast_rms_norm(x, w.post_norm, d.eps).view({b * t, dim});
   at::Tensor gate_up = at::mm(h2, w.gate_up.weight.t());
   add_lora(gate_up, h2, w.gate_up.lora_a, w.gate_up.lora_b, scaling);
-  add_segment_loras(gate_up, h2, w.segments, &SegmentLora::gate_up, b);
+  add_segment_loras(gate_up, h2, w.segments, &SegmentLora::gate_up, w.gate_up_stacked, b);
   const int64_t inter = gate_up.size(1) / 2;
   const at::Tensor act = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
   rows.addmm_(act, w.down.weight.t());
   add_lora(rows, act, w.down.lora_a, w.down.lora_b, scaling);
-  add_segment_loras(rows, act, w.segments, &SegmentLora::down, b);
+  add_segment_loras(rows, act, w.segments, &SegmentLora::down, w.down_stacked, b);
 }
 
 at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,

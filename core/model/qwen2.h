@@ -123,6 +123,13 @@ class Qwen2ForCausalLM {
     double scaling = 1.0;
     Linear qkv, o, gate_up, down;
   };
+  // A mixed model's LoRA of one projection when several segments have one: their A's stacked
+  // [sum r, in] and B's side by side [out, sum r] (copies), and per batch row its segment's
+  // scaling on that segment's columns, 0 elsewhere ([rows, sum r]): one shrink, one scale and one
+  // expand for all the adapters at once instead of two matrix multiplies each.
+  struct StackedLora {
+    at::Tensor a, b, row_scale;
+  };
   // A mixed model's embeddings and lm_head for rows [first, first + rows).
   struct SegmentTables {
     int64_t first = 0, rows = 0;
@@ -138,6 +145,7 @@ class Qwen2ForCausalLM {
     // dtype differs from the weights' (then only the training way runs).
     Linear qkv, gate_up;
     std::vector<SegmentLora> segments;  // a mixed model's per-row LoRA
+    StackedLora qkv_stacked, o_stacked, gate_up_stacked, down_stacked;  // ... stacked, where built
   };
   // What a decoder layer needs besides its weights. Layers run as static functions of it, so a
   // checkpointed layer's recomputation (in the backward pass) holds copies, not `this`.
@@ -162,9 +170,13 @@ class Qwen2ForCausalLM {
   static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
                               const at::Tensor& signed_sin, KvCache* cache, size_t index,
                               const std::optional<at::Tensor>& mask);
-  // out [B * T, n] += each segment's LoRA `member` of `in` [B * T, m], on that segment's rows.
+  // out [B * T, n] += each segment's LoRA `member` of `in` [B * T, m], on that segment's rows
+  // (through `stacked` when it is built).
   static void add_segment_loras(at::Tensor& out, const at::Tensor& in, const std::vector<SegmentLora>& segments,
-                                Linear SegmentLora::*member, int64_t batch);
+                                Linear SegmentLora::*member, const StackedLora& stacked, int64_t batch);
+  // The StackedLora of `member` over `segments` (rows in total), or an empty one when fewer than
+  // two segments have that LoRA.
+  static StackedLora stack(const std::vector<SegmentLora>& segments, Linear SegmentLora::*member, int64_t rows);
   // The tensors of a layer that require grad (what a checkpointed layer returns gradients for).
   static std::vector<at::Tensor> trainable(const Layer& w);
   // `fn(table, rows)` on each segment's rows of `x` (dim 0) with its table, concatenated back;
