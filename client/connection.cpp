@@ -22,6 +22,17 @@ std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& options, std::s
     }
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = std::move(*pem);
+    if (!options.tls_cert.empty()) {
+      auto chain = cpm::core::read_whole_file(options.tls_cert);
+      auto key = cpm::core::read_whole_file(options.tls_key);
+      if (!chain.ok() || !key.ok()) {
+        *error = "cannot read the client certificate or key (--tls-cert / --tls-key): " +
+                 std::string((chain.ok() ? key.status() : chain.status()).message());
+        return nullptr;
+      }
+      ssl.pem_cert_chain = std::move(*chain);
+      ssl.pem_private_key = std::move(*key);
+    }
     credentials = grpc::SslCredentials(ssl);
   }
   return grpc::CreateCustomChannel(options.server, credentials, args);

@@ -20,8 +20,9 @@ enum ExitCode : int {
   kExitInterrupted = 130,  // Ctrl-C (the shell's 128 + SIGINT)
 };
 
-// A channel to options.server: TLS with options.tls_ca as the root certificates when it is set,
-// else plaintext. Null, with a line in `error`, when the certificate file cannot be read.
+// A channel to options.server: TLS with options.tls_ca as the root certificates when it is set
+// (presenting options.tls_cert / tls_key when given), else plaintext. Null, with a line in
+// `error`, when a certificate or key file cannot be read.
 std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& options, std::string* error);
 
 // A context for a unary call: its deadline is --timeout from now, and it carries the bearer token.

@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", flags.tls_ca,
                  "PEM root certificate(s): talk TLS and trust this CA (else $CPM_TLS_CA, the config file; "
                  "none: plaintext)");
+  app.add_option("--tls-cert", flags.tls_cert,
+                 "PEM certificate chain of this client, for a daemon that requires one (mutual TLS; with "
+                 "--tls-key; else $CPM_TLS_CERT, the config file)");
+  app.add_option("--tls-key", flags.tls_key,
+                 "PEM private key of --tls-cert (else $CPM_TLS_KEY, the config file)");
   app.add_option("--token", flags.token,
                  "bearer token sent with every call (else $CPM_TOKEN, the config file)");
   app.add_option("--timeout", flags.timeout_seconds,

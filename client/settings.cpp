@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 // The config file's values; unset where the file does not say.
 struct FileSettings {
-  std::optional<std::string> server, token, tls_ca;
+  std::optional<std::string> server, token, tls_ca, tls_cert, tls_key;
   std::optional<double> timeout_seconds;
 };
 
@@ -41,22 +41,26 @@ absl::StatusOr<FileSettings> read_config_file(const std::string& path) {
       out.timeout_seconds = value.get<double>();
       continue;
     }
-    std::optional<std::string>* field = key == "server"   ? &out.server
-                                        : key == "token"  ? &out.token
-                                        : key == "tls_ca" ? &out.tls_ca
-                                                          : nullptr;
+    std::optional<std::string>* field = key == "server"     ? &out.server
+                                        : key == "token"    ? &out.token
+                                        : key == "tls_ca"   ? &out.tls_ca
+                                        : key == "tls_cert" ? &out.tls_cert
+                                        : key == "tls_key"  ? &out.tls_key
+                                                            : nullptr;
     if (field == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": unknown key \"", key, "\"; the keys are server, token, tls_ca and timeout"));
+          path, ": unknown key \"", key, "\"; the keys are server, token, tls_ca, tls_cert, tls_key and timeout"));
     }
     if (!value.is_string()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": \"", key, "\" must be a string"));
     }
     *field = value.get<std::string>();
   }
-  // A relative certificate path means the file's own folder, wherever cpmctl runs from.
-  if (out.tls_ca && !out.tls_ca->empty() && fs::path(*out.tls_ca).is_relative()) {
-    out.tls_ca = (fs::path(path).parent_path() / *out.tls_ca).string();
+  // A relative certificate or key path means the file's own folder, wherever cpmctl runs from.
+  for (std::optional<std::string>* file : {&out.tls_ca, &out.tls_cert, &out.tls_key}) {
+    if (*file && !(*file)->empty() && fs::path(**file).is_relative()) {
+      *file = (fs::path(path).parent_path() / **file).string();
+    }
   }
   return out;
 }
@@ -100,7 +104,7 @@ absl::StatusOr<GlobalOptions> resolve_settings(const GlobalFlags& flags, const E
     if (!read.ok()) return read.status();
     file = std::move(*read);
     struct stat st {};
-    if (file.server || file.token || file.tls_ca || file.timeout_seconds) {
+    if (file.server || file.token || file.tls_ca || file.tls_cert || file.tls_key || file.timeout_seconds) {
       options.config_file = path;
       if (file.token && stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
         *warning = absl::StrCat("warning: ", path,
@@ -111,6 +115,16 @@ absl::StatusOr<GlobalOptions> resolve_settings(const GlobalFlags& flags, const E
   pick(options.server, flags.server, env("CPM_SERVER"), file.server);
   pick(options.token, flags.token, env("CPM_TOKEN"), file.token);
   pick(options.tls_ca, flags.tls_ca, env("CPM_TLS_CA"), file.tls_ca);
+  pick(options.tls_cert, flags.tls_cert, env("CPM_TLS_CERT"), file.tls_cert);
+  pick(options.tls_key, flags.tls_key, env("CPM_TLS_KEY"), file.tls_key);
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its key and the other way round: give both --tls-cert and --tls-key");
+  }
+  if (!options.tls_cert.empty() && options.tls_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert is for TLS: give --tls-ca too (the CA that signed the daemon's certificate)");
+  }
   pick(options.timeout_seconds, flags.timeout_seconds, std::optional<double>(), file.timeout_seconds);
   return options;
 }

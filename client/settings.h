@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Where cpmctl finds the daemon and how it talks to it, from four sources in order of precedence:
-// flag > environment (CPM_SERVER, CPM_TOKEN, CPM_TLS_CA) > config file > default. The config file
-// is $XDG_CONFIG_HOME/cpmctl/config.json (else ~/.config/cpmctl/config.json), a JSON object with
-// any of the keys server, token, tls_ca (relative to the file's folder) and timeout (seconds).
+// flag > environment (CPM_SERVER, CPM_TOKEN, CPM_TLS_CA, CPM_TLS_CERT, CPM_TLS_KEY) > config file >
+// default. The config file is $XDG_CONFIG_HOME/cpmctl/config.json (else ~/.config/cpmctl/config.json),
+// a JSON object with any of the keys server, token, tls_ca, tls_cert, tls_key (files relative to the
+// config file's folder) and timeout (seconds).
 #pragma once
 
 #include <functional>
@@ -19,6 +20,8 @@ struct GlobalFlags {
   std::optional<std::string> server;
   std::optional<std::string> token;
   std::optional<std::string> tls_ca;
+  std::optional<std::string> tls_cert;
+  std::optional<std::string> tls_key;
   std::optional<double> timeout_seconds;
   bool json = false;
 };
@@ -28,6 +31,9 @@ struct GlobalOptions {
   std::string server = "127.0.0.1:50051";  // HOST:PORT
   std::string token;                       // sent as "authorization: Bearer <token>"; empty: none
   std::string tls_ca;                      // PEM file of the root certificates; empty: plaintext
+  // PEM files of this client's certificate chain and private key, for a daemon that asks for one
+  // (mutual TLS); both or neither, and only with tls_ca.
+  std::string tls_cert, tls_key;
   double timeout_seconds = 10;             // deadline of each unary call
   bool json = false;
   std::string config_file;                 // the file that was read, if any (for messages)

@@ -92,6 +92,28 @@ TEST_F(SettingsTest, HomeConfigWhenNoXdgAndRelativeCaIsBesideTheFile) {
   EXPECT_EQ(o->tls_ca, dir_.file(".config/cpmctl/certs/ca.pem"));
 }
 
+TEST_F(SettingsTest, AClientCertificateComesWithItsKeyAndACaFromAnySource) {
+  write_config(R"({"tls_ca": "ca.pem", "tls_cert": "me.crt", "tls_key": "me.key"})");
+  auto o = resolve();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_cert, dir_.file("cpmctl/me.crt"));  // beside the file
+  EXPECT_EQ(o->tls_key, dir_.file("cpmctl/me.key"));
+  env_["CPM_TLS_CERT"] = "/env/me.crt";
+  env_["CPM_TLS_KEY"] = "/env/me.key";
+  GlobalFlags flags;
+  flags.tls_key = "/flag/me.key";
+  o = resolve(flags);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_cert, "/env/me.crt");
+  EXPECT_EQ(o->tls_key, "/flag/me.key");
+
+  write_config("{}");
+  env_.erase("CPM_TLS_KEY");
+  EXPECT_THAT(resolve().status().message(), HasSubstr("give both --tls-cert and --tls-key"));
+  env_["CPM_TLS_KEY"] = "/env/me.key";
+  EXPECT_THAT(resolve().status().message(), HasSubstr("give --tls-ca too"));
+}
+
 TEST_F(SettingsTest, BadConfigFilesNameTheFileAndTheKey) {
   write_config(R"({"server": "x:1", "tokn": "oops"})");
   auto o = resolve();

@@ -2,7 +2,8 @@
 """cpmctl's TLS and bearer tokens against the real cpmd serving TLS with an admin and an inference
 token (tiny random checkpoint, CPU): --tls-ca / --token, CPM_TLS_CA / CPM_TOKEN and the config file, with their
 precedence; what a missing, wrong or too weak token gives; a plaintext client or an untrusted CA
-against a TLS daemon; and that no token ever shows in cpmctl's output.
+against a TLS daemon; that no token ever shows in cpmctl's output; and client certificates for a
+daemon that requires them (mutual TLS).
 
 Certificates are made at test time with the `openssl` command.
 """
@@ -25,15 +26,17 @@ def openssl(cwd, *args):
 
 
 def make_pki(d):
-    """ca.crt signs server.crt (127.0.0.1); other-ca.crt signs nothing cpmd uses."""
+    """ca.crt signs server.crt (127.0.0.1) and client.crt; other-ca.crt signs other-client.crt."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     with open(os.path.join(d, "server.ext"), "w") as f:
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     for ca in ("ca", "other-ca"):
         openssl(d, "req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}")
-    openssl(d, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
-    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    for name, ca, ext in (("server", "ca", ["-extfile", "server.ext"]), ("client", "ca", []),
+                          ("other-client", "other-ca", [])):
+        openssl(d, "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext)
 
 
 class CpmctlAuthTest(unittest.TestCase):
@@ -126,6 +129,50 @@ class CpmctlAuthTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(f"{config} holds a token and other users may read it", r.stderr)
         self.assertNotIn(ADMIN, r.stderr)
+
+
+class CpmctlMutualTlsTest(unittest.TestCase):
+    """A daemon that requires client certificates (--tls-client-ca-file): cpmctl presents one with
+    --tls-cert / --tls-key (or CPM_TLS_CERT / CPM_TLS_KEY); without one, or with one from another CA,
+    it cannot get in."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="cpmctl-mtls-")
+        make_pki(cls.tmp.name)
+        p = lambda name: os.path.join(cls.tmp.name, name)
+        cls.p = staticmethod(p)
+        cls.daemon = Daemon("--tls-cert-file", p("server.crt"), "--tls-key-file", p("server.key"),
+                            "--tls-client-ca-file", p("ca.crt")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop_cleanly()
+        cls.tmp.cleanup()
+
+    def health(self, *args, env_extra=None):
+        return cpmctl("--server", self.daemon.address, "--timeout", "20", "--tls-ca", self.p("ca.crt"), *args,
+                      "health", env_extra=env_extra)
+
+    def test_a_client_certificate_from_the_ca_gets_in(self):
+        r = self.health("--tls-cert", self.p("client.crt"), "--tls-key", self.p("client.key"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.health(env_extra={"CPM_TLS_CERT": self.p("client.crt"), "CPM_TLS_KEY": self.p("client.key")})
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_no_certificate_or_one_from_another_ca_is_refused(self):
+        for args in ((), ("--tls-cert", self.p("other-client.crt"), "--tls-key", self.p("other-client.key"))):
+            r = self.health(*args)
+            self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+            self.assertIn("cannot reach cpmd", r.stderr)
+
+    def test_half_a_client_identity_is_a_usage_error(self):
+        r = self.health("--tls-cert", self.p("client.crt"))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("give both --tls-cert and --tls-key", r.stderr)
+        r = self.health("--tls-cert", self.p("client.crt"), "--tls-key", self.p("missing.key"))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("missing.key", r.stderr)
 
 
 if __name__ == "__main__":
