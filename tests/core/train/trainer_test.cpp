@@ -5,6 +5,7 @@
 #include <c10/core/GradMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
@@ -25,6 +26,14 @@ namespace fs = std::filesystem;
 class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // glibc hands out every block above 32 MiB (the highest its mmap threshold goes) as a fresh
+    // mapping and unmaps it on free, and trims the heap's free top back to the kernel, so each
+    // training step here page-faulted its 78 MB embedding-sized gradients and optimizer
+    // temporaries and its [rows, 151k] logits in anew: 100 steps of the fit below took 44.6 M
+    // minor faults and more system than user time (116 s vs 68 s). Kept in the heap, a step of
+    // the fit takes 0.29 s instead of 0.80 s.
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     dir_ = new testing::TempDir();
     model::RandomCheckpointOptions options;
     options.seed = 1;
@@ -38,7 +47,7 @@ class TrainerTest : public ::testing::Test {
     model_ = loaded->release();
     // Weights of std 0.02 give the resampler uniform attention: every image resamples to nearly
     // the same 64 rows (cosine 0.9999 between two formulas), which a short CPU fit cannot pull
-    // apart. Sharper attention makes the images distinguishable from the first step.
+    // apart. Sharper attention makes the images distinguishable from the first step (cosine 0.64).
     {
       at::NoGradGuard no_grad;
       model_->params.get("resampler.attn.in_proj_weight").mul_(30);
@@ -84,18 +93,29 @@ std::vector<DatasetRecord>* TrainerTest::records_ = nullptr;
 TEST_F(TrainerTest, FitsThirtyTwoFormulasAndLeavesTheBaseModelUntouched) {
   std::map<std::string, at::Tensor> before;
   for (const auto& [name, t] : model_->params.all()) before[name] = t.clone();
-  // What a 2-layer, 128-wide random model needs to fit in 100 steps: LoRA of full rank on every
-  // projection, and the embeddings (tied to the output) and the final norm trained, so that the
-  // logits can grow beyond what std-0.02 embeddings allow.
+  // What a 2-layer, 128-wide random model needs to learn the 32 formulas and which image shows
+  // which one:
+  // - LoRA of rank 64 on every projection, and the embeddings (tied to the output) and the final
+  //   norm trained, so that the logits can grow beyond what std-0.02 embeddings allow (with LoRA
+  //   and the norm alone the loss is still 8.2 after 450 steps).
+  // - The vision tower and the resampler frozen. Trained from random weights, they are pulled
+  //   together by the first steps, which fit the formulas' token statistics, for which the image is
+  //   noise: the part of the answer's first hidden state that differs between images fell from 19%
+  //   to 2% in 40 steps; after 300 steps the loss with another record's image was 0.85 against 0.80
+  //   with its own, and after 600 steps greedy decoding still picked the wrong formula for most
+  //   images (exact match 0.28). Frozen, the images stay apart and the LLM learns to read them.
+  // - 400 steps (50 epochs) at 3e-3, cosine to 0. Exact match after 300 steps 0.44, 360 0.97 (1.0
+  //   with seed 1), 450 1.0 (seeds 42, 1, 7); 2e-3 and 5e-3 fit less in as many steps.
   TrainConfig c = config("fit");
   c.lora.r = 64;
   c.lora.lora_alpha = 128;
   c.lora.target_modules_regex = R"(llm\..*layers\.\d+\.(self_attn|mlp)\.[a-z_]+_proj)";
-  c.lora.modules_to_save = {"resampler", "embed_tokens", "llm.model.norm"};
+  c.lora.modules_to_save = {"embed_tokens", "llm.model.norm"};
+  c.tune_vision = false;
   c.learning_rate = 3e-3;
   c.batch_size = 4;
   c.eval_max_new_tokens = 48;  // the longest formula here has 24 LaTeX tokens
-  c.max_steps = 100;
+  c.max_steps = 400;
   auto trainer = Trainer::create(*model_, *builder_, *records_, *records_, c);
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   std::vector<double> losses;
@@ -104,7 +124,11 @@ TEST_F(TrainerTest, FitsThirtyTwoFormulasAndLeavesTheBaseModelUntouched) {
     auto r = (*trainer)->step();
     ASSERT_TRUE(r.ok()) << r.status();
     losses.push_back(r->loss);
-    if (r->step % 20 == 0) std::printf("step %lld loss %.4f lr %.2e grad norm %.3f\n", static_cast<long long>(r->step), r->loss, r->learning_rate, r->grad_norm);
+    if (r->step % 50 == 0) {
+      std::printf("step %lld loss %.4f lr %.2e grad norm %.3f, %.3f s/step\n",
+                  static_cast<long long>(r->step), r->loss, r->learning_rate, r->grad_norm,
+                  r->elapsed_seconds / static_cast<double>(r->step));
+    }
   }
   const double first = losses.front();
   double last = 0;
@@ -113,13 +137,17 @@ TEST_F(TrainerTest, FitsThirtyTwoFormulasAndLeavesTheBaseModelUntouched) {
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   EXPECT_LT(last, 0.2 * first);
 
+  // Greedy decoding of the training images reproduces most of their formulas.
   auto eval = (*trainer)->evaluate();
   ASSERT_TRUE(eval.ok()) << eval.status();
   std::printf("on the training formulas: exact match %.3f, edit distance %.3f, BLEU-4 %.3f, eval loss %.4f\n",
               eval->metrics.exact_match, eval->metrics.normalized_edit_distance, eval->metrics.bleu4, eval->loss);
-  for (size_t i = 0; i < 3; ++i) std::printf("  %s\n", eval->predictions[i].c_str());
-  // Not asserted: issue #5 asks that greedy decoding then reproduce most of these formulas; after
-  // 100 steps the predictions differ by image but are not yet the formulas (exact match 0).
+  ASSERT_EQ(eval->predictions.size(), records_->size());
+  for (size_t i = 0; i < 4; ++i) {
+    std::printf("  predicted %s\n  reference %s\n", eval->predictions[i].c_str(),
+                (*records_)[i].conversation.turns.back().content.c_str());
+  }
+  EXPECT_GE(eval->metrics.exact_match, 0.5);
 
   for (const auto& [name, t] : model_->params.all()) EXPECT_TRUE(at::equal(t, before.at(name))) << name;
 }
