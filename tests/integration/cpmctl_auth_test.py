@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from cpmd_harness import Daemon, cpmctl, make_tiny_model
+from cpmd_harness import CpmctlAssertions, Daemon, cpmctl, make_tiny_model
 
 ADMIN = "admin-" + os.urandom(16).hex()
 INFERENCE = "inference-" + os.urandom(16).hex()
@@ -39,7 +39,7 @@ def make_pki(d):
                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext)
 
 
-class CpmctlAuthTest(unittest.TestCase):
+class CpmctlAuthTest(CpmctlAssertions, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cpmctl-auth-")
@@ -75,12 +75,6 @@ class CpmctlAuthTest(unittest.TestCase):
     def assert_ok(self, r):
         self.assertEqual(r.returncode, 0, r.stderr)
         return r
-
-    def assert_one_line_error(self, r, code, *words):
-        self.assertEqual(r.returncode, code, r.stdout + r.stderr)
-        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
-        for w in words:
-            self.assertIn(w, r.stderr)
 
     def test_flags(self):
         ca = self.pki("ca.crt")

@@ -11,7 +11,7 @@ import socket
 import tempfile
 import unittest
 
-from cpmd_harness import Daemon, cpmctl, make_tiny_model
+from cpmd_harness import CpmctlAssertions, Daemon, cpmctl, make_tiny_model
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 FORMULAS = os.path.join(DATA, "images", "formulas")
@@ -19,7 +19,7 @@ WRITTEN_ADAPTER = os.path.join(DATA, "adapters", "cpmd_written")
 DECODE = ("--max-new-tokens", "8")
 
 
-class CpmctlOcrTest(unittest.TestCase):
+class CpmctlOcrTest(CpmctlAssertions, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cpmctl-ocr-")
@@ -43,12 +43,6 @@ class CpmctlOcrTest(unittest.TestCase):
 
     def ocr(self, *args, **kwargs):
         return self.ctl("ocr", *DECODE, *args, **kwargs)
-
-    def assert_one_line_error(self, r, code, *words):
-        self.assertEqual(r.returncode, code, r.stderr)
-        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
-        for w in words:
-            self.assertIn(w, r.stderr)
 
     def test_one_file_prints_one_line(self):
         r = self.ocr(self.images[0])

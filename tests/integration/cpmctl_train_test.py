@@ -18,7 +18,7 @@ import tempfile
 import time
 import unittest
 
-from cpmd_harness import Daemon, binary, cpmctl, dataset_dir, make_tiny_model
+from cpmd_harness import CpmctlAssertions, Daemon, binary, cpmctl, dataset_dir, make_tiny_model
 
 # Short jobs: a step of the tiny model takes about a second on a loaded 2-core machine.
 SHORT = ("--lora-r", "4", "--logging-steps", "1", "--eval-steps", "0", "--eval-max-new-tokens", "4",
@@ -41,7 +41,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-class CpmctlTrainTest(unittest.TestCase):
+class CpmctlTrainTest(CpmctlAssertions, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cpmctl-train-")
@@ -69,12 +69,6 @@ class CpmctlTrainTest(unittest.TestCase):
         if ok:
             self.assertEqual(r.returncode, 0, f"cpmctl {' '.join(args)}:\n{r.stdout}\n{r.stderr}")
         return r
-
-    def assert_one_line_error(self, r, code, *words):
-        self.assertEqual(r.returncode, code, r.stdout + r.stderr)
-        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
-        for w in words:
-            self.assertIn(w, r.stderr)
 
     def job(self, job_id):
         return json.loads(self.ctl("--json", "job", job_id).stdout)

@@ -173,3 +173,14 @@ def cpmctl(*args, env_extra=None, timeout=60):
     env.update(env_extra or {})
     return subprocess.run([binary("cpmctl"), *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+class CpmctlAssertions:
+    """For unittest.TestCase classes that run cpmctl."""
+
+    def assert_one_line_error(self, r, code, *words):
+        """cpmctl exited with `code` and said why on exactly one stderr line containing `words`."""
+        self.assertEqual(r.returncode, code, r.stdout + r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        for w in words:
+            self.assertIn(w, r.stderr)

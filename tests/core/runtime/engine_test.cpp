@@ -104,6 +104,27 @@ testing::TempDir* EngineTest::dir_ = nullptr;
 model::LoadedModel* EngineTest::base_ = nullptr;
 std::vector<std::string>* EngineTest::images_ = nullptr;
 
+// The row count of every generation call an engine makes (through its before_generation seam).
+class GenerationCalls {
+ public:
+  EngineOptions options() {
+    EngineOptions o;
+    o.before_generation = [this](int rows) {
+      std::lock_guard<std::mutex> lock(mu_);
+      rows_.push_back(rows);
+    };
+    return o;
+  }
+  std::vector<int> rows() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return rows_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int> rows_;
+};
+
 TEST_F(EngineTest, ABatchEqualsEachRequestRunAlone) {
   // Alone: one request per cycle; different max_new_tokens, so the batch below cuts rows.
   EngineOptions one;
@@ -369,14 +390,8 @@ TEST_F(EngineTest, RequestsForDifferentAdaptersShareOneForwardPassAndEqualThemAl
   EngineOptions one;
   one.max_batch_size = 1;
   auto alone = start(one);
-  std::vector<int> calls;
-  std::mutex calls_mu;
-  EngineOptions o;
-  o.before_generation = [&](int rows) {
-    std::lock_guard<std::mutex> lock(calls_mu);
-    calls.push_back(rows);
-  };
-  auto engine = start(o);
+  GenerationCalls calls;
+  auto engine = start(calls.options());
   for (Engine* e : {alone.get(), engine.get()}) {
     ASSERT_TRUE(e->load_adapter("a", a, false).get().ok());
     ASSERT_TRUE(e->load_adapter("b", b, false).get().ok());
@@ -409,10 +424,7 @@ TEST_F(EngineTest, RequestsForDifferentAdaptersShareOneForwardPassAndEqualThemAl
     EXPECT_EQ(r->adapter, requests[i].adapter);
     EXPECT_EQ(r->batch_size, i < 6 ? 6 : 2) << "request " << i;
   }
-  {
-    std::lock_guard<std::mutex> lock(calls_mu);
-    EXPECT_EQ(calls, (std::vector<int>{6, 2})) << "one generation per decoding kind";
-  }
+  EXPECT_EQ(calls.rows(), (std::vector<int>{6, 2})) << "one generation per decoding kind";
   EXPECT_EQ(engine->stats().batches, 2);
   EXPECT_EQ(engine->adapter("a")->requests_served, 3);
   EXPECT_EQ(engine->adapter("b")->requests_served, 3);
@@ -441,14 +453,8 @@ TEST_F(EngineTest, AnAdapterThatCannotBeMixedRunsInAPassOfItsOwn) {
     requests.push_back(request(image));
     requests.back().adapter = adapter;
   }
-  std::vector<int> calls;
-  std::mutex calls_mu;
-  EngineOptions o;
-  o.before_generation = [&](int rows) {
-    std::lock_guard<std::mutex> lock(calls_mu);
-    calls.push_back(rows);
-  };
-  auto engine = start(o);
+  GenerationCalls calls;
+  auto engine = start(calls.options());
   ASSERT_TRUE(engine->load_adapter("0-own-norm", own_norm, false).get().ok());
   ASSERT_TRUE(engine->load_adapter("a", a, false).get().ok());
   ASSERT_TRUE(engine->load_adapter("b", write_adapter("adapter-b", 2), false).get().ok());
@@ -467,8 +473,7 @@ TEST_F(EngineTest, AnAdapterThatCannotBeMixedRunsInAPassOfItsOwn) {
     ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.status();
     EXPECT_EQ(r->text, expected[i]) << "request " << i;
   }
-  std::lock_guard<std::mutex> lock(calls_mu);
-  EXPECT_EQ(calls, (std::vector<int>{2, 2})) << "a and b mixed, then the own-norm adapter's two rows";
+  EXPECT_EQ(calls.rows(), (std::vector<int>{2, 2})) << "a and b mixed, then the own-norm adapter's two rows";
 }
 
 TEST_F(EngineTest, RequestsNamingALoadingAdapterWaitForIt) {
