@@ -102,10 +102,6 @@ absl::Status check_fields(const JobSpec& s) {
       return bad("lora.target_modules_regex", absl::StrCat("is not a valid regex: ", e.what()));
     }
   }
-  if (s.tune_llm() && !l.use_lora()) {
-    return absl::UnimplementedError(
-        "spec.tune_llm: full fine-tuning of the LLM is not supported; train LoRA adapters (use_lora)");
-  }
   if (s.logging_steps() < 1) return bad("logging_steps", "must be >= 1");
   if (s.eval_max_new_tokens() > 4096) return bad("eval_max_new_tokens", "must be at most 4096");
   if (s.batch_size() > 1024) return bad("batch_size", "must be at most 1024");

@@ -20,9 +20,9 @@ namespace cpm::server {
 absl::Status check_job_name(const std::string& name);
 
 // Fills in the defaults (`name` falls back to "job-<id>"; precision to the loaded model's dtype),
-// then validates. INVALID_ARGUMENT naming the field and the allowed range; UNIMPLEMENTED for
-// tune_llm without LoRA (full fine-tuning); FAILED_PRECONDITION for a precision other than the
-// dtype the daemon loaded the model in (the message says how to change that).
+// then validates. INVALID_ARGUMENT naming the field and the allowed range; FAILED_PRECONDITION
+// for a precision other than the dtype the daemon loaded the model in (the message says how to
+// change that).
 absl::StatusOr<cpm::v1::JobSpec> complete_spec(cpm::v1::JobSpec spec, const std::string& id,
                                                c10::ScalarType model_dtype);
 

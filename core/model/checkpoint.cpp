@@ -1,11 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "model/checkpoint.h"
 
-#include <ATen/Context.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
-
-#include <mutex>
 
 namespace cpm::core::model {
 namespace {
@@ -20,28 +17,11 @@ struct FnHolder : torch::CustomClassHolder {
   Fn fn;
 };
 
-at::Generator device_generator(const at::Tensor& x) {
-  return at::globalContext().defaultGenerator(x.device());
-}
-
-at::Tensor rng_state(const at::Tensor& x) {
-  at::Generator gen = device_generator(x);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_rng_state(const at::Tensor& x, const at::Tensor& state) {
-  at::Generator gen = device_generator(x);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
 // inputs = {x, params...}. The forward runs without recording a graph; the backward reruns fn on
-// a detached copy of x with the forward's RNG state and differentiates that.
+// a detached copy of x and differentiates that.
 struct Checkpoint : torch::autograd::Function<Checkpoint> {
   // A TensorList (not a vector) so that autograd sees every element as an input.
   static variable_list forward(AutogradContext* ctx, Fn fn, at::TensorList inputs) {
-    ctx->saved_data["rng"] = rng_state(inputs[0]);
     ctx->save_for_backward(inputs.vec());
     ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<FnHolder>(fn));
     at::NoGradGuard no_grad;
@@ -53,14 +33,11 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
     const Fn& fn = holder->fn;
     variable_list inputs = ctx->get_saved_variables();
     const at::Tensor x = inputs[0].detach().requires_grad_(inputs[0].requires_grad());
-    const at::Tensor now = rng_state(x);
-    set_rng_state(x, ctx->saved_data["rng"].toTensor());
     at::Tensor y;
     {
       at::AutoGradMode grad(true);
       y = fn(x);
     }
-    set_rng_state(x, now);
     variable_list wrt;
     std::vector<size_t> index;  // position in `inputs` of each tensor differentiated
     for (size_t i = 0; i < inputs.size(); ++i) {

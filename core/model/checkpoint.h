@@ -2,8 +2,9 @@
 //
 // Activation (gradient) checkpointing: run a block without keeping its intermediate activations
 // and recompute them in the backward pass, trading one extra forward per block for memory, as
-// torch.utils.checkpoint does for the reference's decoder layers. The random-number state of the
-// input's device is replayed, so dropout draws the same masks in the recomputation.
+// torch.utils.checkpoint does for the reference's decoder layers. fn must compute the same values
+// when rerun: random masks (dropout) are drawn outside it and captured, rather than replayed from
+// the generator's state as torch does, which a captured CUDA graph could not do.
 #pragma once
 
 #include <ATen/core/Tensor.h>

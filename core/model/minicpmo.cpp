@@ -20,20 +20,32 @@ std::vector<ParamSpec> minicpmo_parameter_specs(const io::ModelConfig& c) {
 }
 
 MiniCPMO::MiniCPMO(const Parameters& params, const io::ModelConfig& c, const RunOptions& options)
-    : vpm_(params, "vpm", c.vision, c.vision_layers_used()),
+    : vpm_(params, "vpm", c.vision, c.vision_layers_used(), options.training && options.gradient_checkpointing),
       resampler_(params, "resampler", c.hidden_size, c.resampler_heads()),
       llm_(params, "llm", c, options) {}
 
 at::Tensor MiniCPMO::encode_images(const std::vector<at::Tensor>& pixel_values,
-                                   const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+                                   const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+                                   const std::vector<at::Tensor>& position_ids) const {
   std::vector<at::Tensor> chunks;
   for (size_t begin = 0; begin < pixel_values.size(); begin += kVisionBatchSize) {
     const size_t end = std::min(pixel_values.size(), begin + static_cast<size_t>(kVisionBatchSize));
     const std::vector<at::Tensor> pixels(pixel_values.begin() + begin, pixel_values.begin() + end);
     const std::vector<std::array<int64_t, 2>> sizes(tgt_sizes.begin() + begin, tgt_sizes.begin() + end);
-    chunks.push_back(resampler_.forward(vpm_.forward(pixels, sizes), sizes));  // [n, Q, D]
+    const size_t chunk = begin / kVisionBatchSize;
+    const at::Tensor ids = chunk < position_ids.size() ? position_ids[chunk] : at::Tensor();
+    chunks.push_back(resampler_.forward(vpm_.forward(pixels, sizes, ids), sizes));  // [n, Q, D]
   }
   return at::cat(chunks, 0);
+}
+
+std::vector<at::Tensor> MiniCPMO::vision_position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+  std::vector<at::Tensor> out;
+  for (size_t begin = 0; begin < tgt_sizes.size(); begin += kVisionBatchSize) {
+    const size_t end = std::min(tgt_sizes.size(), begin + static_cast<size_t>(kVisionBatchSize));
+    out.push_back(vpm_.position_ids({tgt_sizes.begin() + begin, tgt_sizes.begin() + end}));
+  }
+  return out;
 }
 
 at::Tensor MiniCPMO::prompt_embeddings(const at::Tensor& input_ids,

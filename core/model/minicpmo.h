@@ -31,9 +31,14 @@ class MiniCPMO {
   MiniCPMO(const Parameters& params, const io::ModelConfig& config, const RunOptions& options = {});
 
   // Image slices (float [3, p, L_i * p] strips) and their (h, w) -> [N, query_num, hidden], the
-  // vision tower run in chunks of vision_batch_size (16) as the reference does.
+  // vision tower run in chunks of vision_batch_size (16) as the reference does. `position_ids`:
+  // vision_position_ids(tgt_sizes) computed ahead, or empty.
   at::Tensor encode_images(const std::vector<at::Tensor>& pixel_values,
-                           const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
+                           const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+                           const std::vector<at::Tensor>& position_ids = {}) const;
+  // The vision tower's position ids for each chunk of encode_images, on the device: what it would
+  // otherwise compute on the CPU and upload while it runs.
+  std::vector<at::Tensor> vision_position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
   // The two stages of encode_images, for inspection: the vision tower's [N, Lmax, vision hidden]
   // (rows past h*w are padding), and the resampler over it, [N, query_num, hidden].
   at::Tensor vision(const std::vector<at::Tensor>& pixel_values,

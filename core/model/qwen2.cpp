@@ -5,7 +5,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/dropout.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/mm.h>
@@ -341,18 +341,38 @@ at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& input_ids) const {
                      [](const at::Tensor& table, const at::Tensor& ids) { return at::embedding(table, ids); });
 }
 
-at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const Linear& l) {
+at::Tensor Qwen2ForCausalLM::project(const Dims& d, const at::Tensor& x, const Linear& l, const at::Tensor& keep) {
   const at::Tensor y = at::linear(x, l.weight, l.bias);
   if (!l.lora_a.defined()) return y;
-  if (l.lora_a.scalar_type() == y.scalar_type() && !(d.options.training && d.options.lora_dropout > 0)) {
+  if (l.lora_a.scalar_type() == y.scalar_type() && !keep.defined()) {
     // Serving: everything in the model's dtype, three kernels.
     return y.add(at::linear(at::linear(x, l.lora_a), l.lora_b), d.options.lora_scaling);
   }
   at::Tensor in = x.to(l.lora_a.scalar_type());
-  if (d.options.training && d.options.lora_dropout > 0) in = at::dropout(in, d.options.lora_dropout, /*train=*/true);
+  // Inverted dropout, as nn.Dropout: kept inputs scaled by 1 / (1 - p).
+  if (keep.defined()) in = (in * keep) * (1.0 / (1.0 - d.options.lora_dropout));
   const at::Tensor delta = at::linear(at::linear(in, l.lora_a), l.lora_b) * d.options.lora_scaling;
   // PEFT adds in the adapter's dtype (promoting the base output) and rounds the sum back.
   return (y.to(delta.scalar_type()) + delta).to(y.scalar_type());
+}
+
+Qwen2ForCausalLM::LayerDropout Qwen2ForCausalLM::draw_dropout(const Dims& d, const Layer& w, const at::Tensor& x) {
+  LayerDropout out;
+  if (!d.options.training || d.options.lora_dropout <= 0) return out;
+  const auto draw = [&](const Linear& l) {
+    if (!l.lora_a.defined()) return at::Tensor();
+    // PEFT gives every LoRA module its own nn.Dropout: q, k and v draw separate masks.
+    return at::empty({x.size(0), x.size(1), l.weight.size(1)}, x.options().dtype(at::kBool))
+        .bernoulli_(1.0 - d.options.lora_dropout);
+  };
+  out.q = draw(w.q);
+  out.k = draw(w.k);
+  out.v = draw(w.v);
+  out.o = draw(w.o);
+  out.gate = draw(w.gate);
+  out.up = draw(w.up);
+  out.down = draw(w.down);
+  return out;
 }
 
 Qwen2ForCausalLM::StackedLora Qwen2ForCausalLM::stack(const std::vector<SegmentLora>& segments,
@@ -416,13 +436,14 @@ std::vector<at::Tensor> Qwen2ForCausalLM::trainable(const Layer& w) {
 
 at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const at::Tensor& x,
                                            const at::Tensor& cos, const at::Tensor& sin, KvCache* cache,
-                                           size_t index, const std::optional<at::Tensor>& mask) {
+                                           size_t index, const std::optional<at::Tensor>& mask,
+                                           const LayerDropout& drop) {
   const int64_t b = x.size(0), t = x.size(1);
   const at::Tensor h = rms_norm(x, w.input_norm, d.eps);
   // [B, T, H*Dh] -> [B, H, T, Dh]
-  at::Tensor q = project(d, h, w.q).view({b, t, d.heads, d.head_dim}).transpose(1, 2);
-  at::Tensor k = project(d, h, w.k).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
-  at::Tensor v = project(d, h, w.v).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
+  at::Tensor q = project(d, h, w.q, drop.q).view({b, t, d.heads, d.head_dim}).transpose(1, 2);
+  at::Tensor k = project(d, h, w.k, drop.k).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
+  at::Tensor v = project(d, h, w.v, drop.v).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2);
   const at::Tensor& c = cos;
   const at::Tensor& s = sin;
   q = q * c + rotate_half(q) * s;
@@ -431,9 +452,10 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
   const at::Tensor attn = attention(q, k, v, mask, /*causal=*/true,
                                     1.0 / std::sqrt(static_cast<double>(d.head_dim)));
   const at::Tensor merged = attn.transpose(1, 2).reshape({b, t, d.heads * d.head_dim});
-  const at::Tensor x1 = x + project(d, merged, w.o);
+  const at::Tensor x1 = x + project(d, merged, w.o, drop.o);
   const at::Tensor h2 = rms_norm(x1, w.post_norm, d.eps);
-  return x1 + project(d, at::silu(project(d, h2, w.gate)) * project(d, h2, w.up), w.down);
+  return x1 + project(d, at::silu(project(d, h2, w.gate, drop.gate)) * project(d, h2, w.up, drop.up), w.down,
+                      drop.down);
 }
 
 void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
@@ -500,15 +522,16 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
   const bool recompute = dims_.options.gradient_checkpointing && cache == nullptr && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& w = layers_[i];
+    const LayerDropout drop = draw_dropout(dims_, w, x);
     if (recompute) {
       // Everything by value: the backward pass may run after this model is gone.
       x = checkpointed(
-          [d = dims_, w, cos = cos.unsqueeze(1), sin = sin.unsqueeze(1), mask, i](const at::Tensor& in) {
-            return layer_forward(d, w, in, cos, sin, nullptr, i, mask);
+          [d = dims_, w, cos = cos.unsqueeze(1), sin = sin.unsqueeze(1), mask, i, drop](const at::Tensor& in) {
+            return layer_forward(d, w, in, cos, sin, nullptr, i, mask, drop);
           },
           x, trainable(w));
     } else {
-      x = layer_forward(dims_, w, x, cos.unsqueeze(1), sin.unsqueeze(1), cache, i, mask);
+      x = layer_forward(dims_, w, x, cos.unsqueeze(1), sin.unsqueeze(1), cache, i, mask, drop);
     }
   }
   return rms_norm(x, norm_, dims_.eps);

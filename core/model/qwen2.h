@@ -154,17 +154,27 @@ class Qwen2ForCausalLM {
     double eps;
     RunOptions options;
   };
+  // LoRA dropout's keep masks of one layer (bool, the shape of each projection's input
+  // [B, T, in]; undefined where the projection has no LoRA or nothing is dropped). Drawn before
+  // the layer runs, so that a checkpointed layer's recomputation sees the same masks without
+  // replaying the random-number generator (which a captured CUDA graph cannot do).
+  struct LayerDropout {
+    at::Tensor q, k, v, o, gate, up, down;
+  };
+  // The masks of layer `w` for input `x` [B, T, D] when training with lora_dropout > 0.
+  static LayerDropout draw_dropout(const Dims& d, const Layer& w, const at::Tensor& x);
   // Whether the inference way can run `linear` (nothing trained, LoRA in the weights' dtype).
   static bool servable(const Linear& linear);
   // `members` (reading the same input) as one projection: their weights and biases stacked
   // (model/parameters.h stacked_rows), their LoRA A's stacked and B's block-diagonal; undefined
   // when one is not servable.
   static Linear stacked(const std::vector<const Linear*>& members);
-  static at::Tensor project(const Dims& d, const at::Tensor& x, const Linear& linear);
+  // `keep`: the LoRA input's dropout mask, or undefined.
+  static at::Tensor project(const Dims& d, const at::Tensor& x, const Linear& linear, const at::Tensor& keep = {});
   // The training way. cos/sin: [B, 1, T, Dh] in the activations' dtype.
   static at::Tensor layer_forward(const Dims& d, const Layer& w, const at::Tensor& x, const at::Tensor& cos,
                                   const at::Tensor& sin, KvCache* cache, size_t index,
-                                  const std::optional<at::Tensor>& mask);
+                                  const std::optional<at::Tensor>& mask, const LayerDropout& drop = {});
   // The inference way, on the residual stream `x` [B, T, D] in place. cos and signed_sin
   // ([-sin, sin] over the two halves): [B, T, 1, Dh] in the activations' dtype.
   static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,

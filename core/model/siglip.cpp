@@ -9,6 +9,7 @@
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <c10/util/StringUtil.h>
@@ -19,6 +20,7 @@
 #include <stdexcept>
 
 #include "model/attention.h"
+#include "model/checkpoint.h"
 
 namespace cpm::core::model {
 namespace {
@@ -119,13 +121,11 @@ at::Tensor navit_position_ids(const std::vector<std::array<int64_t, 2>>& tgt_siz
 }
 
 SiglipVisionTransformer::SiglipVisionTransformer(const Parameters& p, const std::string& scope,
-                                                 const io::VisionConfig& c, int layers)
-    : hidden_(c.hidden_size),
-      heads_(c.num_attention_heads),
-      head_dim_(c.hidden_size / c.num_attention_heads),
+                                                 const io::VisionConfig& c, int layers, bool checkpoint_layers)
+    : dims_{c.hidden_size, c.num_attention_heads, c.hidden_size / c.num_attention_heads, c.layer_norm_eps},
       patch_size_(c.patch_size),
       num_patches_per_side_(c.image_size / c.patch_size),
-      eps_(c.layer_norm_eps),
+      checkpoint_layers_(checkpoint_layers),
       patch_weight_(p.get(scope + ".embeddings.patch_embedding.weight")),
       patch_bias_(p.get(scope + ".embeddings.patch_embedding.bias")),
       position_weight_(p.get(scope + ".embeddings.position_embedding.weight")),
@@ -149,27 +149,33 @@ SiglipVisionTransformer::SiglipVisionTransformer(const Parameters& p, const std:
   }
 }
 
-at::Tensor SiglipVisionTransformer::layer_forward(const Layer& w, const at::Tensor& x,
-                                                  const std::optional<at::Tensor>& mask) const {
+at::Tensor SiglipVisionTransformer::layer_forward(const Dims& d, const Layer& w, const at::Tensor& x,
+                                                  const std::optional<at::Tensor>& mask) {
   const int64_t n = x.size(0), l = x.size(1);
-  const at::Tensor h = at::layer_norm(x, {hidden_}, w.ln1_weight, w.ln1_bias, eps_);
+  const at::Tensor h = at::layer_norm(x, {d.hidden}, w.ln1_weight, w.ln1_bias, d.eps);
   // [N, L, D] -> [N, H, L, Dh]
   const auto heads = [&](const at::Tensor& weight, const at::Tensor& bias) {
-    return at::linear(h, weight, bias).view({n, l, heads_, head_dim_}).transpose(1, 2);
+    return at::linear(h, weight, bias).view({n, l, d.heads, d.head_dim}).transpose(1, 2);
   };
   const at::Tensor attn = attention(heads(w.q_weight, w.q_bias), heads(w.k_weight, w.k_bias),
                                     heads(w.v_weight, w.v_bias), mask, /*causal=*/false,
-                                    1.0 / std::sqrt(static_cast<double>(head_dim_)));
-  const at::Tensor merged = attn.transpose(1, 2).reshape({n, l, hidden_});
+                                    1.0 / std::sqrt(static_cast<double>(d.head_dim)));
+  const at::Tensor merged = attn.transpose(1, 2).reshape({n, l, d.hidden});
   const at::Tensor x1 = x + at::linear(merged, w.out_weight, w.out_bias);
-  const at::Tensor h2 = at::layer_norm(x1, {hidden_}, w.ln2_weight, w.ln2_bias, eps_);
+  const at::Tensor h2 = at::layer_norm(x1, {d.hidden}, w.ln2_weight, w.ln2_bias, d.eps);
   return x1 + at::linear(at::gelu(at::linear(h2, w.fc1_weight, w.fc1_bias), "tanh"), w.fc2_weight,
                          w.fc2_bias);
 }
 
+at::Tensor SiglipVisionTransformer::position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+  int64_t lmax = 0;
+  for (const auto& [h, w] : tgt_sizes) lmax = std::max(lmax, h * w);
+  return navit_position_ids(tgt_sizes, num_patches_per_side_, lmax).to(patch_weight_.device());
+}
+
 at::Tensor SiglipVisionTransformer::forward(
     const std::vector<at::Tensor>& pixel_values,
-    const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+    const std::vector<std::array<int64_t, 2>>& tgt_sizes, const at::Tensor& position_ids) const {
   check_inputs(pixel_values, tgt_sizes, patch_size_);
   const int64_t n = static_cast<int64_t>(pixel_values.size()), p = patch_size_;
   int64_t lmax = 0;
@@ -186,11 +192,10 @@ at::Tensor SiglipVisionTransformer::forward(
   // (channel, row, column) order: [N, 3, p, Lmax, p] -> [N, Lmax, 3, p, p] -> [N, Lmax, 3 p p].
   const at::Tensor patches =
       pixels.view({n, 3, p, lmax, p}).permute({0, 3, 1, 2, 4}).reshape({n, lmax, 3 * p * p});
-  at::Tensor x = at::linear(patches, patch_weight_.reshape({hidden_, 3 * p * p}), patch_bias_);
+  at::Tensor x = at::linear(patches, patch_weight_.reshape({dims_.hidden, 3 * p * p}), patch_bias_);
   // Padded slots take position 0, as in the reference.
-  const at::Tensor ids =
-      navit_position_ids(tgt_sizes, num_patches_per_side_, lmax).to(options.device());
-  x = x + at::index_select(position_weight_, 0, ids.flatten()).view({n, lmax, hidden_});
+  const at::Tensor ids = position_ids.defined() ? position_ids : this->position_ids(tgt_sizes);
+  x = x + at::index_select(position_weight_, 0, ids.flatten()).view({n, lmax, dims_.hidden});
 
   // finfo.min on padded keys, [N, 1, 1, Lmax]; none when every image fills Lmax (the reference
   // then passes no mask).
@@ -201,8 +206,23 @@ at::Tensor SiglipVisionTransformer::forward(
     if (!mask) mask = at::zeros({n, 1, 1, lmax}, options);
     (*mask)[i].narrow(-1, len, lmax - len).fill_(finfo_min(patch_weight_.scalar_type()));
   }
-  for (const Layer& layer : layers_) x = layer_forward(layer, x, mask);
-  return at::layer_norm(x, {hidden_}, post_ln_weight_, post_ln_bias_, eps_);
+  const bool recompute = checkpoint_layers_ && at::GradMode::is_enabled();
+  for (const Layer& layer : layers_) {
+    if (!recompute) {
+      x = layer_forward(dims_, layer, x, mask);
+      continue;
+    }
+    std::vector<at::Tensor> trained;
+    for (const at::Tensor* t : {&layer.ln1_weight, &layer.ln1_bias, &layer.ln2_weight, &layer.ln2_bias, &layer.q_weight,
+                                &layer.q_bias, &layer.k_weight, &layer.k_bias, &layer.v_weight, &layer.v_bias,
+                                &layer.out_weight, &layer.out_bias, &layer.fc1_weight, &layer.fc1_bias,
+                                &layer.fc2_weight, &layer.fc2_bias}) {
+      if (t->requires_grad()) trained.push_back(*t);
+    }
+    x = checkpointed([d = dims_, layer, mask](const at::Tensor& in) { return layer_forward(d, layer, in, mask); }, x,
+                     trained);
+  }
+  return at::layer_norm(x, {dims_.hidden}, post_ln_weight_, post_ln_bias_, dims_.eps);
 }
 
 }  // namespace cpm::core::model

@@ -42,16 +42,22 @@ class SiglipVisionTransformer {
   // Uses encoder layers 0..layers-1 (ModelConfig::vision_layers_used(): one fewer when
   // drop_vision_last_layer). Throws std::out_of_range when a weight is not in `params`, and
   // std::invalid_argument for a hidden_act other than gelu_pytorch_tanh.
+  // checkpoint_layers: recompute each encoder layer in the backward pass (model/checkpoint.h)
+  // when gradients are recorded, as the recipe's gradient_checkpointing does for the vision tower.
   SiglipVisionTransformer(const Parameters& params, const std::string& scope,
-                          const io::VisionConfig& config, int layers);
+                          const io::VisionConfig& config, int layers, bool checkpoint_layers = false);
 
   // pixel_values: per image float [3, p, L_i * p] (io::PreprocessedImage::pixel_values), any
   // device; tgt_sizes: per image (h, w) in patches with h * w = L_i. Pixels are moved to the
   // weights' device and dtype. Returns [N, Lmax, hidden] in the weights' dtype; rows at and past
   // h_i * w_i are padding (finite, meaningless) for the resampler to mask. Throws
-  // std::invalid_argument when a strip's shape does not match its tgt_size.
+  // std::invalid_argument when a strip's shape does not match its tgt_size. `position_ids`:
+  // position_ids(tgt_sizes) computed ahead (a captured CUDA graph cannot upload), or undefined.
   at::Tensor forward(const std::vector<at::Tensor>& pixel_values,
-                     const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
+                     const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+                     const at::Tensor& position_ids = {}) const;
+  // navit_position_ids for these images padded to the longest, on the weights' device [N, Lmax].
+  at::Tensor position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
 
  private:
   struct Layer {
@@ -61,12 +67,18 @@ class SiglipVisionTransformer {
     at::Tensor fc1_weight, fc1_bias;                        // [I, D], [I]
     at::Tensor fc2_weight, fc2_bias;                        // [D, I], [D]
   };
-  // x [N, L, D]; mask additive [N, 1, 1, L], none when nothing is padded.
-  at::Tensor layer_forward(const Layer& layer, const at::Tensor& x,
-                           const std::optional<at::Tensor>& mask) const;
+  struct Dims {
+    int64_t hidden, heads, head_dim;
+    double eps;
+  };
+  // x [N, L, D]; mask additive [N, 1, 1, L], none when nothing is padded. Static, so that a
+  // checkpointed layer's recomputation holds copies rather than `this`.
+  static at::Tensor layer_forward(const Dims& d, const Layer& layer, const at::Tensor& x,
+                                  const std::optional<at::Tensor>& mask);
 
-  int64_t hidden_, heads_, head_dim_, patch_size_, num_patches_per_side_;
-  double eps_;
+  Dims dims_;
+  int64_t patch_size_, num_patches_per_side_;
+  bool checkpoint_layers_;
   at::Tensor patch_weight_;     // [D, 3, p, p]
   at::Tensor patch_bias_;       // [D]
   at::Tensor position_weight_;  // [side * side, D]

@@ -14,7 +14,7 @@
 
 #include "common/torch_compat.h"
 
-#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
+#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_fused_adamw.h>
 #endif
@@ -33,7 +33,7 @@ AdamW::AdamW(std::vector<TrainableParam> params, const AdamWOptions& options)
     exp_avg_.push_back(at::zeros_like(p.tensor));
     exp_avg_sq_.push_back(at::zeros_like(p.tensor));
   }
-#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
+#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
   fused_ = !params_.empty() && params_.front().tensor.is_cuda();
 #endif
   if (fused_) {
@@ -45,7 +45,7 @@ void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   ++steps_;
   if (fused_) {
-    step_fused(lr);
+    step_fused(lr, nullptr);
   } else {
     step_plain(lr);
   }
@@ -66,8 +66,14 @@ void AdamW::step_plain(double lr) {
   }
 }
 
-void AdamW::step_fused(double lr) {
-#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
+void AdamW::step_on_device(const at::Tensor& lr) {
+  if (!fused_) throw std::logic_error("AdamW::step_on_device needs the fused CUDA kernel");
+  at::NoGradGuard no_grad;
+  step_fused(0, &lr);
+}
+
+void AdamW::step_fused(double lr, const at::Tensor* lr_tensor) {
+#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
   // The fused kernel takes one dtype and one weight decay per call: group as torch does.
   std::map<std::pair<int, bool>, std::vector<size_t>> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -86,11 +92,17 @@ void AdamW::step_fused(double lr) {
     // The kernel reads the step counts as they are (torch.optim increments them first): a count
     // of 0 would make the bias correction 1 - beta1^0 = 0 and every update NaN.
     at::_foreach_add_(steps, 1);
-    at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2,
-                      key.second ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+    const double decay = key.second ? options_.weight_decay : 0.0;
+    if (lr_tensor != nullptr) {
+      at::_fused_adamw_(p, g, m, v, {}, steps, *lr_tensor, options_.beta1, options_.beta2, decay, options_.eps,
+                        /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2, decay, options_.eps,
+                        /*amsgrad=*/false, /*maximize=*/false);
+    }
   }
 #else
+  (void)lr_tensor;
   step_plain(lr);
 #endif
 }

@@ -41,7 +41,15 @@ class AdamW {
   // One update with learning rate `lr` from each parameter's .grad (parameters without a grad
   // are skipped, as torch does).
   void step(double lr);
+  // The same update with the learning rate read on the device from `lr` (a float32 scalar on the
+  // parameters' device). Launches device work only and leaves steps() alone, so that a captured
+  // CUDA graph can replay it with a new rate each time: count each update with count_step().
+  // REQUIRES: fused().
+  void step_on_device(const at::Tensor& lr);
+  void count_step() { ++steps_; }
   int64_t steps() const { return steps_; }
+  // Whether updates run the fused CUDA kernel (CUDA parameters, LibTorch >= 2.4).
+  bool fused() const { return fused_; }
 
   // State for checkpoints: "<name>.exp_avg", "<name>.exp_avg_sq" and "step".
   std::vector<std::pair<std::string, at::Tensor>> state() const;
@@ -51,7 +59,7 @@ class AdamW {
   const std::vector<TrainableParam>& params() const { return params_; }
 
  private:
-  void step_fused(double lr);
+  void step_fused(double lr, const at::Tensor* lr_tensor);
   void step_plain(double lr);
 
   std::vector<TrainableParam> params_;

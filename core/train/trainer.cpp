@@ -10,6 +10,8 @@
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -22,6 +24,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/device.h"
+#include "common/logging.h"
+#include "common/torch_compat.h"
 #include "io/atomic_file.h"
 #include "io/model_config.h"
 #include "io/safetensors.h"
@@ -41,6 +45,20 @@ namespace {
 struct BadExample : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// A step's work could not be captured as a CUDA graph (an operation that waits for the device,
+// such as embedding's backward pass on some LibTorch versions). Nothing ran: the step runs eagerly.
+struct CaptureFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::unique_ptr<StepGraphs::Graph> capture(StepGraphs& graphs, const std::function<void()>& work) {
+  try {
+    return graphs.capture(work);
+  } catch (const std::exception& e) {
+    throw CaptureFailed(e.what());
+  }
+}
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
@@ -95,9 +113,6 @@ absl::Status from_exception(const std::exception& e) {
 absl::Status validate(const TrainConfig& c) {
   const auto bad = [](const std::string& why) { return absl::InvalidArgumentError(why); };
   if (c.tune_llm && c.use_lora) return bad("tune_llm and use_lora cannot both be set (as in the recipe)");
-  if (c.tune_llm) {
-    return absl::UnimplementedError("full fine-tuning of the LLM (tune_llm) is not supported; train LoRA adapters");
-  }
   if (c.use_lora && c.lora.r <= 0) return bad("lora r must be positive");
   if (c.learning_rate <= 0 || !std::isfinite(c.learning_rate)) return bad("learning_rate must be positive");
   if (c.adam.beta1 < 0 || c.adam.beta1 >= 1 || c.adam.beta2 < 0 || c.adam.beta2 >= 1) {
@@ -150,10 +165,15 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
   device_ = probe.device();
 
   io::PeftLoraConfig lora = config_.lora;
-  if (config_.tune_vision &&
-      std::find(lora.modules_to_save.begin(), lora.modules_to_save.end(), "vpm") == lora.modules_to_save.end()) {
-    lora.modules_to_save.push_back("vpm");
-  }
+  // tune_vision / tune_llm train the vision tower / the whole LLM (embeddings and lm_head
+  // included) in full: as modules_to_save copies, so the base model keeps serving unchanged.
+  const auto train_in_full = [&lora](const char* module) {
+    if (std::find(lora.modules_to_save.begin(), lora.modules_to_save.end(), module) == lora.modules_to_save.end()) {
+      lora.modules_to_save.push_back(module);
+    }
+  };
+  if (config_.tune_vision) train_in_full("vpm");
+  if (config_.tune_llm) train_in_full("llm");
   if (config_.use_lora) {
     auto fresh = model::init_adapter(base_.params, mc, lora, config_.seed);
     if (!fresh.ok()) return fresh.status();
@@ -209,6 +229,14 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
   std::vector<TrainableParam> trainable;
   for (const auto& [name, t] : adapter_.tensors) trainable.push_back({name, t, decays(name)});
   optimizer_ = std::make_unique<AdamW>(std::move(trainable), config_.adam);
+  const at::TensorOptions scalar = at::TensorOptions().dtype(at::kFloat).device(device_);
+  loss_sum_ = at::zeros({}, scalar);
+  grad_norm_ = at::zeros({}, scalar);
+  lr_ = at::zeros({}, scalar);
+  if (config_.cuda_graphs && optimizer_->fused()) {
+    graphs_ = std::make_unique<StepGraphs>(device_);
+    if (!graphs_->available()) graphs_.reset();
+  }
 
   at::Generator gen = device_generator(device_);
   std::lock_guard<std::mutex> lock(gen.mutex());
@@ -264,35 +292,158 @@ std::vector<Batch> Trainer::step_batches(int64_t step) const {
   return out;
 }
 
-Trainer::BatchLoss Trainer::batch_loss(const Batch& batch, const model::MiniCPMO& model) const {
-  const size_t samples = batch.pixel_values.size();
+Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& model) const {
+  DeviceBatch out;
   const c10::ScalarType dtype = base_.params.get("vpm.embeddings.patch_embedding.weight").scalar_type();
-  std::vector<at::Tensor> pixels;
-  std::vector<std::array<int64_t, 2>> sizes;
-  for (size_t i = 0; i < samples; ++i) {
-    for (const at::Tensor& p : batch.pixel_values[i]) pixels.push_back(p.to(device_, dtype, /*non_blocking=*/true));
-    sizes.insert(sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
+  for (size_t i = 0; i < batch.pixel_values.size(); ++i) {
+    for (const at::Tensor& p : batch.pixel_values[i]) out.pixels.push_back(p.to(device_, dtype));
+    out.sizes.insert(out.sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
+    out.images.push_back(static_cast<int64_t>(batch.pixel_values[i].size()));
   }
+  if (!out.sizes.empty()) out.vision_positions = model.vision_position_ids(out.sizes);
+  out.image_bound = batch.image_bound;
+  out.input_ids = batch.input_ids.to(device_);
+  out.position_ids = batch.position_ids.to(device_);
+  // Only labelled positions need logits: the mean over them is the recipe's loss, and the
+  // [B, T, vocab] logits are never built. Found here, on the host, so the step needs no nonzero().
+  const at::Tensor labels = batch.labels.reshape({-1});
+  const at::Tensor rows = at::nonzero(labels.ne(kIgnoreIndex)).squeeze(1);
+  out.rows = rows.to(device_);
+  out.targets = labels.index_select(0, rows).to(device_);
+  out.labelled = rows.size(0);
+  out.tokens = batch.attention_mask.sum().item<int64_t>();
+  return out;
+}
+
+std::string Trainer::graph_key(const Batch& batch, size_t micro_batches) {
+  std::string key = absl::StrCat(micro_batches, ":", batch.input_ids.size(0), "x", batch.input_ids.size(1), ":",
+                                 batch.labels.ne(kIgnoreIndex).sum().item<int64_t>());
+  for (size_t i = 0; i < batch.tgt_sizes.size(); ++i) {
+    absl::StrAppend(&key, "|");
+    for (const auto& [h, w] : batch.tgt_sizes[i]) absl::StrAppend(&key, h, "x", w, ",");
+    for (const auto& [start, end] : batch.image_bound[i]) absl::StrAppend(&key, start, "-", end, ",");
+  }
+  return key;
+}
+
+Trainer::BatchLoss Trainer::batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const {
   // [N strips, query_num, hidden]; each sample's rows are its own strips, in order.
-  const at::Tensor features = pixels.empty() ? at::Tensor() : model.encode_images(pixels, sizes);
-  const at::Tensor ids = batch.input_ids.to(device_);
+  const at::Tensor features =
+      batch.pixels.empty() ? at::Tensor() : model.encode_images(batch.pixels, batch.sizes, batch.vision_positions);
   std::vector<at::Tensor> embeds;
   int64_t offset = 0;
-  for (size_t i = 0; i < samples; ++i) {
-    const int64_t n = static_cast<int64_t>(batch.pixel_values[i].size());
-    embeds.push_back(model.prompt_embeddings(ids[i], batch.image_bound[i],
+  for (size_t i = 0; i < batch.images.size(); ++i) {
+    const int64_t n = batch.images[i];
+    embeds.push_back(model.prompt_embeddings(batch.input_ids[static_cast<int64_t>(i)], batch.image_bound[i],
                                              n > 0 ? features.narrow(0, offset, n) : at::Tensor()));
     offset += n;
   }
   // The recipe runs the LLM without an attention mask: right padding only follows real tokens.
-  const at::Tensor hidden = model.llm().hidden_states(at::cat(embeds, 0), batch.position_ids.to(device_));
-  // Only labelled positions need logits: the mean over them is the recipe's loss, and the
-  // [B, T, vocab] logits are never built.
-  const at::Tensor labels = batch.labels.to(device_).reshape({-1});
-  const at::Tensor rows = at::nonzero(labels.ne(kIgnoreIndex)).squeeze(1);
-  const at::Tensor logits = model.llm().logits(hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows));
-  const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), labels.index_select(0, rows));
-  return {loss, rows.size(0), batch.attention_mask.sum().item<int64_t>()};
+  const at::Tensor hidden = model.llm().hidden_states(at::cat(embeds, 0), batch.position_ids);
+  const at::Tensor logits = model.llm().logits(hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.rows));
+  const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.targets);
+  return {loss, batch.labelled, batch.tokens};
+}
+
+void Trainer::accumulate(const DeviceBatch& batch, double n) const {
+  const BatchLoss b = batch_loss(batch, *model_);
+  (b.loss / n).backward();
+  at::NoGradGuard no_grad;
+  loss_sum_.add_(b.loss.detach());
+}
+
+void Trainer::clip_gradients(const std::vector<at::Tensor>& grads) const {
+  at::NoGradGuard no_grad;
+  if (grads.empty()) {
+    grad_norm_.zero_();
+    return;
+  }
+  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
+  for (at::Tensor& n : norms) n = n.to(at::kFloat);
+  const at::Tensor total = at::stack(norms).norm();
+  grad_norm_.copy_(total);
+  if (config_.max_grad_norm <= 0) return;
+  // torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)); by exactly 1 is a
+  // no-op, so there is no branch on the host.
+  const at::Tensor coef = (config_.max_grad_norm / (total + 1e-6)).clamp_max(1.0);
+#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
+  at::_foreach_mul_(grads, coef);
+#else
+  at::_foreach_mul_(grads, coef.item<double>());
+#endif
+}
+
+void Trainer::use_grad_buffers() {
+  if (grad_buffers_.empty()) {
+    for (const TrainableParam& p : optimizer_->params()) grad_buffers_.push_back(at::zeros_like(p.tensor));
+  }
+  for (size_t i = 0; i < grad_buffers_.size(); ++i) optimizer_->params()[i].tensor.mutable_grad() = grad_buffers_[i];
+}
+
+void Trainer::eager_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r) {
+  // Fresh gradients, so that a parameter the step does not reach has none (AdamW skips it, as torch).
+  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+  const double n = static_cast<double>(micro_batches.size());
+  loss_sum_.zero_();
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    accumulate(upload(micro_batches[i], *model_), n);
+    if (i == 0 && graphs_ != nullptr) {
+      bool all = true;
+      for (const TrainableParam& p : optimizer_->params()) all = all && p.tensor.grad().defined();
+      if (all && uncapturable_.count(keys[0]) == 0) graphable_.insert(keys[0]);
+    }
+  }
+  std::vector<at::Tensor> grads;
+  for (const TrainableParam& p : optimizer_->params()) {
+    if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
+  }
+  clip_gradients(grads);
+  optimizer_->step(r.learning_rate);
+  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+  if (!grad_buffers_.empty()) use_grad_buffers();
+}
+
+void Trainer::graph_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r) {
+  use_grad_buffers();
+  const double n = static_cast<double>(micro_batches.size());
+  loss_sum_.zero_();
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const GraphSlot& s) { return s.key == keys[i]; });
+    DeviceBatch fresh = upload(micro_batches[i], *model_);
+    if (it == slots_.end()) {
+      if (slots_.size() >= 8) slots_.erase(slots_.begin());
+      slots_.push_back({keys[i], std::move(fresh), nullptr});
+      GraphSlot& slot = slots_.back();
+      try {
+        slot.graph = capture(*graphs_, [&] { accumulate(slot.inputs, n); });
+      } catch (const CaptureFailed&) {
+        slots_.pop_back();
+        uncapturable_.insert(keys[i]);
+        throw;
+      }
+    } else {
+      std::rotate(it, it + 1, slots_.end());
+      DeviceBatch& in = slots_.back().inputs;
+      for (size_t k = 0; k < in.pixels.size(); ++k) in.pixels[k].copy_(fresh.pixels[k]);
+      in.input_ids.copy_(fresh.input_ids);
+      in.position_ids.copy_(fresh.position_ids);
+      in.rows.copy_(fresh.rows);
+      in.targets.copy_(fresh.targets);
+    }
+    slots_.back().graph->replay();
+  }
+  lr_.fill_(r.learning_rate);
+  if (update_graph_ == nullptr) {
+    update_graph_ = capture(*graphs_, [&] {
+      clip_gradients(grad_buffers_);
+      optimizer_->step_on_device(lr_);
+      at::NoGradGuard no_grad;
+      for (at::Tensor& g : grad_buffers_) g.zero_();
+    });
+  }
+  update_graph_->replay();
+  optimizer_->count_step();
+  r.cuda_graph = true;
 }
 
 absl::StatusOr<StepReport> Trainer::step() {
@@ -317,38 +468,49 @@ absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches
   if (micro_batches.empty()) return absl::InvalidArgumentError("a step needs at least one micro-batch");
   const auto start = std::chrono::steady_clock::now();
   StepReport r;
-  const double n = static_cast<double>(micro_batches.size());
+  r.learning_rate = schedule_.at(step_);
+  std::vector<std::string> keys;
+  bool graphed = graphs_ != nullptr;
+  for (const Batch& b : micro_batches) {
+    keys.push_back(graph_key(b, micro_batches.size()));
+    graphed = graphed && graphable_.count(keys.back()) > 0;
+  }
   try {
-    double loss_sum = 0;
-    for (const Batch& batch : micro_batches) {
-      const BatchLoss b = batch_loss(batch, *model_);
-      (b.loss / n).backward();
-      loss_sum += b.loss.item<double>();
-      r.tokens += b.tokens;
+    for (const Batch& b : micro_batches) r.tokens += b.attention_mask.sum().item<int64_t>();
+    if (graphs_ == nullptr) {
+      eager_step(micro_batches, keys, r);
+    } else {
+      graphs_->on_stream([&] {
+        if (!graphed) return eager_step(micro_batches, keys, r);
+        try {
+          graph_step(micro_batches, keys, r);
+        } catch (const CaptureFailed& e) {
+          // Earlier micro-batches of this step may have replayed: start the step over, eagerly.
+          const std::string what = e.what();
+          log_warn("a training step could not be captured as a CUDA graph; steps of its shape run eagerly",
+                   {{"error", what.substr(0, what.find('\n'))}});
+          for (const std::string& key : keys) graphable_.erase(key);
+          at::NoGradGuard no_grad;
+          for (at::Tensor& g : grad_buffers_) g.zero_();
+          eager_step(micro_batches, keys, r);
+        }
+      });
     }
-    std::vector<at::Tensor> grads;
-    for (const TrainableParam& p : optimizer_->params()) {
-      if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
-    }
-    at::NoGradGuard no_grad;
-    if (!grads.empty()) {
-      std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
-      for (at::Tensor& n : norms) n = n.to(at::kFloat);
-      r.grad_norm = at::stack(norms).norm().item<double>();
-      if (config_.max_grad_norm > 0) {
-        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
-        const double coef = config_.max_grad_norm / (r.grad_norm + 1e-6);
-        if (coef < 1) at::_foreach_mul_(grads, coef);
-      }
-    }
-    r.learning_rate = schedule_.at(step_);
-    optimizer_->step(r.learning_rate);
-    r.loss = loss_sum / n;
+    // The one wait for the device in a step: its loss and gradient norm.
+    const at::Tensor results = at::stack({loss_sum_, grad_norm_}).cpu();
+    r.loss = results[0].item<double>() / static_cast<double>(micro_batches.size());
+    r.grad_norm = results[1].item<double>();
   } catch (const std::exception& e) {
+    // Nothing of a failed step stays behind: a graph of these shapes is not tried again, and the
+    // gradients are cleared (the persistent buffers zeroed).
+    for (const std::string& key : keys) graphable_.erase(key);
+    slots_.clear();
     for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+    at::NoGradGuard no_grad;
+    for (at::Tensor& g : grad_buffers_) g.zero_();
+    if (!grad_buffers_.empty()) use_grad_buffers();
     return from_exception(e);
   }
-  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
   ++step_;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   run_seconds_ += seconds;
@@ -387,7 +549,8 @@ absl::Status Trainer::evaluate_some(EvalProgress& progress, size_t count) {
       const DatasetRecord& record = eval_[progress.next];
       auto ex = builder_.build(record.conversation);
       if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
-      const BatchLoss b = batch_loss(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model);
+      const BatchLoss b = batch_loss(
+          upload(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model), model);
       progress.loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
       progress.labelled += b.labelled;
       // The prompt is everything up to the last answer's "assistant\n"; the reference is that

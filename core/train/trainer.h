@@ -18,6 +18,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include "train/dataset.h"
 #include "train/latex_metrics.h"
 #include "train/lr_schedule.h"
+#include "train/step_graph.h"
 
 namespace cpm::core::train {
 
@@ -39,7 +41,10 @@ struct TrainConfig {
   io::PeftLoraConfig lora;
   bool use_lora = true;
   bool tune_vision = true;
-  bool tune_llm = false;  // full LLM fine-tuning: not supported (see validate())
+  // Full fine-tuning of the LLM (every LLM tensor trained, as a copy beside the base; with
+  // use_lora false only, as in the recipe). Needs memory for a second LLM, its gradients and two
+  // AdamW moments: about 60 GB more on the real model.
+  bool tune_llm = false;
 
   double learning_rate = 1e-6;
   AdamWOptions adam;
@@ -53,6 +58,9 @@ struct TrainConfig {
   int batch_size = 1;
   int gradient_accumulation_steps = 1;
   bool gradient_checkpointing = true;
+  // On CUDA (LibTorch >= 2.4), a step whose micro-batches all have shapes seen before is replayed
+  // as CUDA graphs (train/step_graph.h) instead of being launched kernel by kernel.
+  bool cuda_graphs = true;
   uint64_t seed = 42;
 
   int64_t save_steps = 500;     // 0: only at the end
@@ -64,7 +72,7 @@ struct TrainConfig {
   std::string output_dir;
 };
 
-// INVALID_ARGUMENT naming the first bad field (and UNIMPLEMENTED for tune_llm).
+// INVALID_ARGUMENT naming the first bad field.
 absl::Status validate(const TrainConfig& config);
 
 struct StepReport {
@@ -75,6 +83,7 @@ struct StepReport {
   double grad_norm = 0;    // before clipping
   int64_t tokens = 0;      // input tokens in the step
   double step_seconds = 0;
+  bool cuda_graph = false;  // the step was replayed from CUDA graphs
   double tokens_per_second = 0;  // over the steps of this run so far
   double elapsed_seconds = 0;    // since this run (or resume) started
   double eta_seconds = 0;
@@ -142,12 +151,39 @@ class Trainer {
   std::vector<size_t> micro_batch(int64_t index) const;  // record indices of micro-batch `index`
   // The micro-batches of optimizer step `step`, built from the records (throws BadExample).
   std::vector<Batch> step_batches(int64_t step) const;
+  // A micro-batch on the device: everything batch_loss reads, uploaded before the step runs, so
+  // that the step reads nothing from the host (what a captured CUDA graph needs).
+  struct DeviceBatch {
+    std::vector<at::Tensor> pixels;                   // per image [3, p, L * p], the vision dtype
+    std::vector<std::array<int64_t, 2>> sizes;        // per image (h, w), samples in order
+    std::vector<at::Tensor> vision_positions;         // MiniCPMO::vision_position_ids(sizes)
+    std::vector<int64_t> images;                      // per sample, its number of images
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> image_bound;
+    at::Tensor input_ids, position_ids;               // int64 [B, T]
+    at::Tensor rows, targets;                         // int64 [labelled]: flat labelled positions, labels
+    int64_t labelled = 0, tokens = 0;                 // labelled tokens; input tokens without padding
+  };
+  DeviceBatch upload(const Batch& batch, const model::MiniCPMO& model) const;
+  // What a captured micro-batch depends on besides tensor values: shapes, image sizes and spans,
+  // the labelled count, the number of micro-batches in the step.
+  static std::string graph_key(const Batch& batch, size_t micro_batches);
   struct BatchLoss {
     at::Tensor loss;  // mean cross-entropy over the labelled tokens (scalar, float32)
-    int64_t labelled = 0, tokens = 0;  // labelled tokens; input tokens without padding
+    int64_t labelled = 0, tokens = 0;
   };
   // Throws on a failing forward pass.
-  BatchLoss batch_loss(const Batch& batch, const model::MiniCPMO& model) const;
+  BatchLoss batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const;
+  // Forward and backward of one of `n` micro-batches: gradients / n into .grad, the loss into
+  // loss_sum_.
+  void accumulate(const DeviceBatch& batch, double n) const;
+  // Clips the gradients (torch's clip_grad_norm_, on the device) and leaves their norm in
+  // grad_norm_.
+  void clip_gradients(const std::vector<at::Tensor>& grads) const;
+  // The step's device work, eager or replayed; fills r.loss and r.grad_norm.
+  void eager_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r);
+  void graph_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r);
+  // Gradients that persist across steps (zeroed by the update), as graphs need; made on first use.
+  void use_grad_buffers();
 
   const model::LoadedModel& base_;
   const ExampleBuilder& builder_;
@@ -163,6 +199,22 @@ class Trainer {
   int64_t run_tokens_ = 0;
   double run_seconds_ = 0;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+  at::Tensor loss_sum_, grad_norm_;  // float32 scalars on the device: a step's results
+  at::Tensor lr_;                     // float32 scalar on the device: the rate a graph reads
+  std::vector<at::Tensor> grad_buffers_;
+  // CUDA graphs: a micro-batch graph per key with its input buffers (8 kept, least recently used
+  // out first), and the update's.
+  struct GraphSlot {
+    std::string key;
+    DeviceBatch inputs;
+    std::unique_ptr<StepGraphs::Graph> graph;
+  };
+  std::unique_ptr<StepGraphs> graphs_;
+  std::vector<GraphSlot> slots_;  // most recently used last
+  std::unique_ptr<StepGraphs::Graph> update_graph_;
+  // Keys whose micro-batch, run eagerly first in a step, gave every trained tensor a gradient.
+  std::set<std::string> graphable_;
+  std::set<std::string> uncapturable_;  // keys whose capture failed: always eager
   // The next step's batches, being built on a CPU thread.
   int64_t prefetched_step_ = -1;
   std::future<std::vector<Batch>> prefetched_;

@@ -5,8 +5,11 @@
 // (1,024 patches, 64 placeholder tokens) or ten, the last 100 positions labelled, LoRA r 64 /
 // alpha 16 / dropout 0.1 on q/k/v/o, vision tower and resampler trained in full, gradient
 // checkpointing, AdamW (lr 1e-6, betas 0.9/0.95, wd 0.1), clipping at 1.0; 5 warm-up steps, then
-// the median of 20, then 3 steps under the profiler for the GPU kernel time. Not a test.
-//   train_bench --model DIR [--configs T256_1img,T512_1img,T1024_10img] [--embed] > results.jsonl
+// the median of 20, then 3 steps under the profiler for the GPU kernel time. Steps replay CUDA
+// graphs from the second on (train/step_graph.h); --eager launches every kernel from the host.
+// Not a test.
+//   train_bench --model DIR [--configs T256_1img,T512_1img,T1024_10img] [--embed] [--eager] [--tune-llm]
+//               > results.jsonl
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/arange.h>
@@ -55,13 +58,15 @@ core::train::Batch synthetic_batch(int64_t t, int images, int64_t query_num, int
 int main(int argc, char** argv) {
   CLI::App app("LoRA training step benchmark (GPU)");
   std::string model_dir, configs = "T256_1img,T512_1img,T1024_10img";
-  bool embed = false;
+  bool embed = false, eager = false, tune_llm = false;
   int warmup = 5, steps = 20, profiled = 3;
   std::string device = "cuda:0";
   app.add_option("--model", model_dir, "checkpoint directory")->required();
   app.add_option("--device", device, "cuda:0, or cpu for a smoke test");
   app.add_option("--configs", configs, "comma-separated T<tokens>_<n>img");
   app.add_flag("--embed", embed, "train embed_tokens too (the recipe's modules_to_save)");
+  app.add_flag("--eager", eager, "no CUDA graphs");
+  app.add_flag("--tune-llm", tune_llm, "full fine-tuning of the LLM instead of LoRA (the recipe's tune_llm)");
   app.add_option("--steps", steps);
   CLI11_PARSE(app, argc, argv);
 
@@ -86,6 +91,9 @@ int main(int argc, char** argv) {
     c.lora.modules_to_save = {"resampler"};
     if (embed) c.lora.modules_to_save.push_back("embed_tokens");
     c.max_steps = warmup + steps + profiled + 1;
+    c.cuda_graphs = !eager;
+    c.use_lora = !tune_llm;
+    c.tune_llm = tune_llm;
     c.output_dir = (std::filesystem::temp_directory_path() / ("cpm-train-bench-" + name)).string();
     std::filesystem::remove_all(c.output_dir);
     core::train::DatasetRecord unused;  // the benchmark feeds batches directly
@@ -95,6 +103,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     const std::vector<core::train::Batch> batch{synthetic_batch(t, images, m.configs.model.query_num, m.configs.model.vision.patch_size)};
+    int replayed = 0;
     const auto one = [&] {
       auto r = (*trainer)->step(batch);
       if (!r.ok()) {
@@ -102,6 +111,7 @@ int main(int argc, char** argv) {
         std::exit(1);
       }
       core::cuda_synchronize(0);
+      replayed += r->cuda_graph ? 1 : 0;
     };
     for (int i = 0; i < warmup; ++i) one();
     core::reset_cuda_peak_memory(0);
@@ -120,6 +130,9 @@ int main(int argc, char** argv) {
                       {"tokens", t},
                       {"images", images},
                       {"embed_tokens_trained", embed},
+                      {"tune_llm", tune_llm},
+                      {"cuda_graphs", !eager},
+                      {"steps_replayed", replayed},
                       {"step_ms", step * 1e3},
                       {"step_ms_min", *std::min_element(times.begin(), times.end()) * 1e3},
                       {"tokens_per_s", static_cast<double>(t) / step},

@@ -223,8 +223,10 @@ class TrainingTest(unittest.TestCase):
                          contains="learning_rate")
         self.assert_code(invalid, submit, spec(self.dataset.id, lora={"dropout": 1.5}), contains="lora.dropout")
         self.assert_code(invalid, submit, spec(self.dataset.id, name="no spaces"), contains="spec.name")
-        self.assert_code(grpc.StatusCode.UNIMPLEMENTED, submit,
-                         spec(self.dataset.id, tune_llm=True, lora={"use_lora": False}))
+        # Full fine-tuning of the LLM (no LoRA) is accepted.
+        full = submit(spec(self.dataset.id, tune_llm=True, lora={"use_lora": False}), validate_only=True)
+        self.assertTrue(full.spec.tune_llm)
+        self.assertFalse(full.spec.lora.use_lora)
         # A dataset with one malformed record among good ones: refused with its line, unless skipped.
         mixed_root = dataset_dir(os.path.join(self.tmp.name, "mixed"), extra_lines=["images/missing.png,x"])
         mixed = self.client.upload(mixed_root)

@@ -118,10 +118,6 @@ TEST(JobSpec, BadFieldsAreNamed) {
   }, "at most one");
   expect_bad([](auto& s) { s.mutable_data()->set_eval_fraction(1); }, "eval_fraction");
   expect_bad([](auto& s) { s.set_tune_llm(true); }, "tune_llm and use_lora");
-  expect_bad([](auto& s) {
-    s.set_tune_llm(true);
-    s.mutable_lora()->set_use_lora(false);
-  }, "full fine-tuning", absl::StatusCode::kUnimplemented);
   expect_bad([](auto& s) { s.set_precision(cpm::v1::PRECISION_BF16); }, "--dtype",
              absl::StatusCode::kFailedPrecondition);
   expect_bad([](auto& s) { s.set_precision(cpm::v1::PRECISION_FP16); }, "FP16: not supported",

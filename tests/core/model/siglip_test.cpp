@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/allclose.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/rand.h>
 #include <ATen/ops/tensor.h>
@@ -213,6 +214,32 @@ TEST(Siglip, Bfloat16WeightsTrackFloat32) {
   const testing::Error e = testing::compare(
       "bfloat16 vs float32", valid_rows(got, sizes).to(at::kFloat), valid_rows(want, sizes));
   EXPECT_LT(e.relative, 5e-2);
+}
+
+// Recomputing each layer in the backward pass (the recipe's gradient checkpointing, which the
+// trainer turns on for the vision tower) gives the gradients of the plain backward pass, with a
+// padded image in the batch; precomputed position ids give the same output.
+TEST(Siglip, CheckpointedLayersGiveTheSameGradients) {
+  const io::VisionConfig c = tiny_config(2);
+  const Sizes sizes = {{5, 7}, {3, 3}};
+  std::vector<at::Tensor> grads[2];
+  at::Tensor outputs[2];
+  for (int checkpointing = 0; checkpointing < 2; ++checkpointing) {
+    Case k = random_case(c, sizes, 8);
+    for (auto& [name, t] : k.params.all()) t.requires_grad_(true);
+    const SiglipVisionTransformer vpm(k.params, "vpm", c, 2, checkpointing == 1);
+    outputs[checkpointing] = vpm.forward(k.pixels, sizes, vpm.position_ids(sizes));
+    valid_rows(outputs[checkpointing], sizes).pow(2).sum().backward();
+    for (const auto& [name, t] : k.params.all()) {
+      ASSERT_TRUE(t.grad().defined()) << name;
+      grads[checkpointing].push_back(t.grad().clone());
+    }
+  }
+  EXPECT_TRUE(at::allclose(valid_rows(outputs[0], sizes), valid_rows(outputs[1], sizes)));
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    EXPECT_TRUE(at::allclose(grads[0][i], grads[1][i], 1e-5, 1e-6)) << i;
+  }
 }
 
 TEST(Siglip, RejectsPixelsThatDoNotMatchTheirSize) {

@@ -177,7 +177,7 @@ TEST(PeftConfig, UnsupportedOptionsAreRefused) {
 }
 
 // Gradients with per-layer recomputation equal those of the plain backward pass, dropout included
-// (the recomputation replays the forward's random state).
+// (the recomputation reuses the masks drawn before each layer).
 TEST_F(Lora, GradientCheckpointingGivesTheSameGradients) {
   io::PeftLoraConfig c = recipe_config();
   c.lora_dropout = 0.3;
