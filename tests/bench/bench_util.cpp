@@ -5,6 +5,8 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 #endif
 
+#include <map>
+
 namespace cpm::bench {
 
 std::unique_ptr<core::model::LoadedModel> load_model(const std::string& dir, const std::string& device,
@@ -22,7 +24,8 @@ std::unique_ptr<core::model::LoadedModel> load_model(const std::string& dir, con
   return *std::move(loaded);
 }
 
-double gpu_kernel_seconds(const std::function<void()>& work) {
+std::vector<KernelTime> gpu_kernel_table(const std::function<void()>& work) {
+  std::vector<KernelTime> out;
 #ifdef CPM_BENCH_KINETO
   namespace prof = torch::autograd::profiler;
   const prof::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
@@ -32,15 +35,30 @@ double gpu_kernel_seconds(const std::function<void()>& work) {
   prof::enableProfiler(config, activities);
   work();
   const auto result = prof::disableProfiler();
-  double ns = 0;
+  std::map<std::string, KernelTime> by_name;
   for (const auto& e : result->events()) {
-    if (e.deviceType() == c10::DeviceType::CUDA) ns += static_cast<double>(e.durationNs());
+    if (e.deviceType() != c10::DeviceType::CUDA) continue;
+    KernelTime& k = by_name[e.name()];
+    k.name = e.name();
+    ++k.calls;
+    k.seconds += static_cast<double>(e.durationNs()) * 1e-9;
   }
-  return ns * 1e-9;
+  for (auto& [name, k] : by_name) out.push_back(std::move(k));
+  std::sort(out.begin(), out.end(), [](const KernelTime& a, const KernelTime& b) { return a.seconds > b.seconds; });
 #else
   work();
+#endif
+  return out;
+}
+
+double gpu_kernel_seconds(const std::function<void()>& work) {
+  const std::vector<KernelTime> table = gpu_kernel_table(work);
+#ifndef CPM_BENCH_KINETO
   return -1;
 #endif
+  double seconds = 0;
+  for (const KernelTime& k : table) seconds += k.seconds;
+  return seconds;
 }
 
 }  // namespace cpm::bench

@@ -30,8 +30,16 @@ inline double median(std::vector<double> v) {
 std::unique_ptr<core::model::LoadedModel> load_model(const std::string& dir, const std::string& device,
                                                      double& seconds);
 
-// Total duration of the CUDA kernels (and memcpy/memset) `work` launches, in seconds, from the
-// Kineto profiler; negative when this build cannot profile.
+// The CUDA kernels (and memcpy/memset) `work` launches, by name, from the Kineto profiler; empty
+// when this build cannot profile.
+struct KernelTime {
+  std::string name;
+  int64_t calls = 0;
+  double seconds = 0;
+};
+std::vector<KernelTime> gpu_kernel_table(const std::function<void()>& work);
+
+// Their total duration in seconds; negative when this build cannot profile.
 double gpu_kernel_seconds(const std::function<void()>& work);
 
 }  // namespace cpm::bench

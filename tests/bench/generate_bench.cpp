@@ -17,6 +17,8 @@
 // normal(0, 0.02), norms one, biases zero; laid out as load_model lays them out) instead of reading
 // a checkpoint.
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
@@ -27,6 +29,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <sstream>
 
 #include "bench/bench_util.h"
@@ -111,13 +114,14 @@ int main(int argc, char** argv) {
   std::string model_dir, batches = "1,8,32";
   int repeats = 5;
   std::string device = "cuda:0";
-  bool random_full = false, eager = false;
+  bool random_full = false, eager = false, kernels = false;
   app.add_option("--model", model_dir, "checkpoint directory");
   app.add_flag("--random-full", random_full, "the full preset with random weights, drawn on the device");
   app.add_option("--device", device, "cuda:0, or cpu for a smoke test");
   app.add_option("--batches", batches);
   app.add_option("--repeats", repeats);
   app.add_flag("--eager", eager, "also decode without CUDA graphs");
+  app.add_flag("--kernels", kernels, "first, the GPU kernels of one batch-1 base request, by name, per decode step");
   CLI11_PARSE(app, argc, argv);
   if (model_dir.empty() == !random_full) {
     std::fprintf(stderr, "give one of --model DIR and --random-full\n");
@@ -159,6 +163,41 @@ int main(int argc, char** argv) {
 
   const at::Tensor pixels = at::randn({3, 14, 1024 * 14}).to(m.params.get("llm.model.norm.weight").device(), m.params.get("llm.model.norm.weight").scalar_type());
   const at::Tensor ids = at::randint(1000, 150000, {kPromptTokens}, at::kLong).to(m.params.get("llm.model.norm.weight").device());
+  {
+    // The floor: the LLM's weights (15.2 GB) over the measured device copy bandwidth
+    // (bytes read + written by copying 2 GiB, best of 10).
+    const at::Tensor src = at::empty({int64_t{1} << 30}, at::TensorOptions().dtype(at::kBFloat16).device(c10::Device(device)));
+    at::Tensor dst = at::empty_like(src);
+    double best = 1e9;
+    for (int i = 0; i < 11; ++i) {
+      core::cuda_synchronize(0);
+      const auto s0 = std::chrono::steady_clock::now();
+      dst.copy_(src);
+      core::cuda_synchronize(0);
+      if (i > 0) best = std::min(best, bench::seconds_since(s0));
+    }
+    const double tb_s = 2.0 * static_cast<double>(src.nbytes()) / best / 1e12;
+    std::printf("%s\n", json({{"copy_bandwidth_tb_s", tb_s}, {"floor_ms", 15.2e9 / (tb_s * 1e12) * 1e3}}).dump().c_str());
+  }
+  if (kernels) {
+    // What one decode step's GPU time is made of: a 64-token request minus a 1-token one, per step.
+    const std::vector<const core::model::MiniCPMO*> base = {m.model.get()};
+    run(base, mixer, pixels, ids, 1, kNewTokens, true);  // captures the graphs
+    std::map<std::string, bench::KernelTime> first;
+    for (const auto& k : bench::gpu_kernel_table([&] { run(base, mixer, pixels, ids, 1, 1, true); })) first[k.name] = k;
+    double step_total = 0;
+    std::vector<json> rows;
+    for (const auto& k : bench::gpu_kernel_table([&] { run(base, mixer, pixels, ids, 1, kNewTokens, true); })) {
+      const auto it = first.find(k.name);
+      const double s = (k.seconds - (it == first.end() ? 0 : it->second.seconds)) / (kNewTokens - 1);
+      const double calls = static_cast<double>(k.calls - (it == first.end() ? 0 : it->second.calls)) / (kNewTokens - 1);
+      step_total += s;
+      if (rows.size() < 40) rows.push_back({{"kernel", k.name.substr(0, 160)}, {"us_per_step", s * 1e6}, {"calls_per_step", calls}});
+    }
+    std::printf("%s\n", json({{"decode_step_kernel_us", step_total * 1e6}}).dump().c_str());
+    for (const json& r : rows) std::printf("%s\n", r.dump().c_str());
+    std::fflush(stdout);
+  }
   std::vector<int32_t> base_tokens;
   std::vector<std::string> variants = {"base_cuda_graph", "lora_unmerged_cuda_graph", "lora_mixed4_cuda_graph"};
   if (eager) variants.insert(variants.begin(), {"base", "lora_unmerged"});
