@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "model/minicpmo.h"
 
-#include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/tensor.h>
+
+#include <algorithm>
 
 #include <stdexcept>
 #include <string>
@@ -24,49 +26,58 @@ MiniCPMO::MiniCPMO(const Parameters& params, const io::ModelConfig& c, const Run
       resampler_(params, "resampler", c.hidden_size, c.resampler_heads()),
       llm_(params, "llm", c, options) {}
 
-at::Tensor MiniCPMO::encode_images(const std::vector<at::Tensor>& pixel_values,
-                                   const std::vector<std::array<int64_t, 2>>& tgt_sizes,
-                                   const std::vector<at::Tensor>& position_ids) const {
-  std::vector<at::Tensor> chunks;
+std::vector<MiniCPMO::ImageChunk> MiniCPMO::prepare_images(const std::vector<at::Tensor>& pixel_values,
+                                                          const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+                                                          int64_t bucket) const {
+  std::vector<ImageChunk> chunks;
   for (size_t begin = 0; begin < pixel_values.size(); begin += kVisionBatchSize) {
     const size_t end = std::min(pixel_values.size(), begin + static_cast<size_t>(kVisionBatchSize));
     const std::vector<at::Tensor> pixels(pixel_values.begin() + begin, pixel_values.begin() + end);
     const std::vector<std::array<int64_t, 2>> sizes(tgt_sizes.begin() + begin, tgt_sizes.begin() + end);
-    const size_t chunk = begin / kVisionBatchSize;
-    const at::Tensor ids = chunk < position_ids.size() ? position_ids[chunk] : at::Tensor();
-    chunks.push_back(resampler_.forward(vpm_.forward(pixels, sizes, ids), sizes));  // [n, Q, D]
+    int64_t length = 0;
+    for (const auto& [h, w] : sizes) length = std::max(length, h * w);
+    length = (length + bucket - 1) / bucket * bucket;
+    chunks.push_back({vpm_.prepare(pixels, sizes, length), resampler_.prepare(sizes, length)});
   }
-  return at::cat(chunks, 0);
+  return chunks;
 }
 
-std::vector<at::Tensor> MiniCPMO::vision_position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+at::Tensor MiniCPMO::encode_prepared(const std::vector<ImageChunk>& chunks) const {
   std::vector<at::Tensor> out;
-  for (size_t begin = 0; begin < tgt_sizes.size(); begin += kVisionBatchSize) {
-    const size_t end = std::min(tgt_sizes.size(), begin + static_cast<size_t>(kVisionBatchSize));
-    out.push_back(vpm_.position_ids({tgt_sizes.begin() + begin, tgt_sizes.begin() + end}));
+  for (const ImageChunk& c : chunks) out.push_back(resampler_.forward(vpm_.forward(c.vision), c.resampler));  // [n, Q, D]
+  return out.size() == 1 ? out.front() : at::cat(out, 0);
+}
+
+at::Tensor MiniCPMO::image_positions(const std::vector<std::pair<int64_t, int64_t>>& image_bound, c10::Device device) {
+  std::vector<int64_t> positions;
+  for (const auto& [start, end] : image_bound) {
+    for (int64_t p = start; p < end; ++p) positions.push_back(p);
   }
-  return out;
+  return at::tensor(positions, at::kLong).to(device);
 }
 
 at::Tensor MiniCPMO::prompt_embeddings(const at::Tensor& input_ids,
                                        const std::vector<std::pair<int64_t, int64_t>>& image_bound,
                                        const at::Tensor& image_features) const {
-  at::Tensor embeds = llm_.embed(input_ids.unsqueeze(0));  // [1, T, D]
-  if (image_bound.empty()) return embeds;
-  const int64_t rows = image_features.size(0) * image_features.size(1);
-  std::vector<at::Tensor> spans;
+  if (image_bound.empty()) return llm_.embed(input_ids.unsqueeze(0));
   int64_t covered = 0;
-  for (const auto& [start, end] : image_bound) {
-    spans.push_back(at::arange(start, end, input_ids.options().dtype(at::kLong)));
-    covered += end - start;
-  }
+  for (const auto& [start, end] : image_bound) covered += end - start;
+  const int64_t rows = image_features.size(0) * image_features.size(1);
   if (covered != rows) {
     throw std::invalid_argument("image_bound spans " + std::to_string(covered) +
                                 " tokens but the images give " + std::to_string(rows) + " rows");
   }
+  return prompt_embeddings(input_ids, image_positions(image_bound, input_ids.device()), image_features);
+}
+
+at::Tensor MiniCPMO::prompt_embeddings(const at::Tensor& input_ids, const at::Tensor& image_positions,
+                                       const at::Tensor& image_features) const {
+  at::Tensor embeds = llm_.embed(input_ids.unsqueeze(0));  // [1, T, D]
+  if (!image_positions.defined() || image_positions.numel() == 0) return embeds;
   // An overwrite, as the reference's scatter: the <unk> embeddings under the spans are discarded.
   embeds = embeds.clone();
-  embeds[0].index_copy_(0, at::cat(spans), image_features.reshape({rows, -1}).to(embeds.scalar_type()));
+  embeds[0].index_copy_(0, image_positions,
+                        image_features.reshape({image_positions.size(0), -1}).to(embeds.scalar_type()));
   return embeds;
 }
 

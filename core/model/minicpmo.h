@@ -31,14 +31,21 @@ class MiniCPMO {
   MiniCPMO(const Parameters& params, const io::ModelConfig& config, const RunOptions& options = {});
 
   // Image slices (float [3, p, L_i * p] strips) and their (h, w) -> [N, query_num, hidden], the
-  // vision tower run in chunks of vision_batch_size (16) as the reference does. `position_ids`:
-  // vision_position_ids(tgt_sizes) computed ahead, or empty.
+  // vision tower run in chunks of vision_batch_size (16) as the reference does.
   at::Tensor encode_images(const std::vector<at::Tensor>& pixel_values,
-                           const std::vector<std::array<int64_t, 2>>& tgt_sizes,
-                           const std::vector<at::Tensor>& position_ids = {}) const;
-  // The vision tower's position ids for each chunk of encode_images, on the device: what it would
-  // otherwise compute on the CPU and upload while it runs.
-  std::vector<at::Tensor> vision_position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
+                           const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+    return encode_prepared(prepare_images(pixel_values, tgt_sizes));
+  }
+  // encode_images in two halves: what is computed on the host per chunk (the vision tower's and
+  // the resampler's Prepared inputs, the chunk's patch slots rounded up to a multiple of
+  // `bucket`: padding, masked), then the device work alone, which a captured CUDA graph can replay.
+  struct ImageChunk {
+    SiglipVisionTransformer::Prepared vision;
+    Resampler::Prepared resampler;
+  };
+  std::vector<ImageChunk> prepare_images(const std::vector<at::Tensor>& pixel_values,
+                                         const std::vector<std::array<int64_t, 2>>& tgt_sizes, int64_t bucket = 1) const;
+  at::Tensor encode_prepared(const std::vector<ImageChunk>& chunks) const;
   // The two stages of encode_images, for inspection: the vision tower's [N, Lmax, vision hidden]
   // (rows past h*w are padding), and the resampler over it, [N, query_num, hidden].
   at::Tensor vision(const std::vector<at::Tensor>& pixel_values,
@@ -55,6 +62,11 @@ class MiniCPMO {
   at::Tensor prompt_embeddings(const at::Tensor& input_ids,
                                const std::vector<std::pair<int64_t, int64_t>>& image_bound,
                                const at::Tensor& image_features) const;
+  // The same with the spans' token positions given on the device (int64 [N * query_num]).
+  at::Tensor prompt_embeddings(const at::Tensor& input_ids, const at::Tensor& image_positions,
+                               const at::Tensor& image_features) const;
+  // The positions of `image_bound`'s spans, int64 [sum of lengths] on `device`.
+  static at::Tensor image_positions(const std::vector<std::pair<int64_t, int64_t>>& image_bound, c10::Device device);
 
   const Qwen2ForCausalLM& llm() const { return llm_; }
 

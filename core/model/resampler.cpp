@@ -103,22 +103,24 @@ Resampler::Resampler(const Parameters& p, const std::string& scope, int64_t embe
   sincos_ = sincos_1d(embed_dim_, kInitialTableSide).to(query_.device());
 }
 
-at::Tensor Resampler::positions(const std::vector<std::array<int64_t, 2>>& tgt_sizes,
-                                int64_t length, const at::Tensor& like) const {
+Resampler::Prepared Resampler::prepare(const std::vector<std::array<int64_t, 2>>& tgt_sizes, int64_t length) const {
   int64_t side = 0;
   for (const auto& [h, w] : tgt_sizes) side = std::max({side, h, w});
   // Images beyond the cached table (extreme aspect ratios) get a larger one for this call; the
   // values do not depend on the table's size.
-  const at::Tensor table =
-      side <= sincos_.size(0) ? sincos_ : sincos_1d(embed_dim_, side).to(like.device());
-  at::Tensor pos =
-      at::zeros({static_cast<int64_t>(tgt_sizes.size()), length, embed_dim_}, like.options());
-  for (size_t i = 0; i < tgt_sizes.size(); ++i) {
-    const auto [h, w] = tgt_sizes[i];
+  const at::Tensor table = side <= sincos_.size(0) ? sincos_ : sincos_1d(embed_dim_, side).to(query_.device());
+  const int64_t n = static_cast<int64_t>(tgt_sizes.size());
+  Prepared out;
+  out.positions = at::zeros({n, length, embed_dim_}, query_.options());
+  for (int64_t i = 0; i < n; ++i) {
+    const auto [h, w] = tgt_sizes[static_cast<size_t>(i)];
     // The reference casts each image's float32 positions to x's dtype, then pads with zeros.
-    pos[static_cast<int64_t>(i)].narrow(0, 0, h * w).copy_(pos_from_1d(table, h, w));
+    out.positions[i].narrow(0, 0, h * w).copy_(pos_from_1d(table, h, w));
+    if (h * w == length) continue;
+    if (!out.mask.defined()) out.mask = at::zeros({n, 1, 1, length}, query_.options());
+    out.mask[i].narrow(-1, h * w, length - h * w).fill_(-std::numeric_limits<double>::infinity());
   }
-  return pos;
+  return out;
 }
 
 at::Tensor Resampler::forward(const at::Tensor& x,
@@ -127,7 +129,7 @@ at::Tensor Resampler::forward(const at::Tensor& x,
     throw std::invalid_argument("resampler: input " + c10::str(x.sizes()) + " for " +
                                 std::to_string(tgt_sizes.size()) + " tgt_sizes");
   }
-  const int64_t n = x.size(0), l = x.size(1), nq = query_.size(0);
+  const int64_t l = x.size(1);
   for (const auto& [h, w] : tgt_sizes) {
     if (h <= 0 || w <= 0 || h * w > l) {
       throw std::invalid_argument("resampler: tgt_size (" + std::to_string(h) + ", " +
@@ -135,9 +137,14 @@ at::Tensor Resampler::forward(const at::Tensor& x,
                                   " vision rows");
     }
   }
+  return forward(x, prepare(tgt_sizes, l));
+}
+
+at::Tensor Resampler::forward(const at::Tensor& x, const Prepared& in) const {
+  const int64_t n = x.size(0), l = x.size(1), nq = query_.size(0);
   const at::Tensor values = at::layer_norm(kv_proj_ ? at::linear(x, *kv_proj_) : x, {embed_dim_},
                                            ln_kv_weight_, ln_kv_bias_, kLayerNormEps);  // [N, L, D]
-  const at::Tensor keys = values + positions(tgt_sizes, l, values);                     // [N, L, D]
+  const at::Tensor keys = values + in.positions;                                       // [N, L, D]
   const at::Tensor q = at::layer_norm(query_, {embed_dim_}, ln_q_weight_, ln_q_bias_,
                                       kLayerNormEps);  // [Q, D]
   // nn.MultiheadAttention's packed projection: in_proj_weight.chunk(3) is (W_q, W_k, W_v). Split
@@ -153,15 +160,8 @@ at::Tensor Resampler::forward(const at::Tensor& x,
   const auto split = [&](const at::Tensor& t, const at::Tensor& weight, const at::Tensor& bias) {
     return at::linear(t, weight, bias).view({n, l, heads_, head_dim_}).transpose(1, 2);
   };
-  // key_padding_mask: -inf on keys at and past h * w, [N, 1, 1, L]; none when nothing is padded
-  // (the reference's all-false mask adds nothing).
   std::optional<at::Tensor> mask;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t len = tgt_sizes[i][0] * tgt_sizes[i][1];
-    if (len == l) continue;
-    if (!mask) mask = at::zeros({n, 1, 1, l}, values.options());
-    (*mask)[i].narrow(-1, len, l - len).fill_(-std::numeric_limits<double>::infinity());
-  }
+  if (in.mask.defined()) mask = in.mask;
   const at::Tensor attn =
       attention(q_heads, split(keys, w[1], b[1]), split(values, w[2], b[2]), mask,
                 /*causal=*/false, 1.0 / std::sqrt(static_cast<double>(head_dim_)));

@@ -48,10 +48,17 @@ class Resampler {
   at::Tensor forward(const at::Tensor& x,
                      const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
 
+  // What forward() computes from tgt_sizes for `length` vision rows: the keys' 2D sin-cos
+  // positions [N, length, D] in the weights' dtype (zero on padding) and the key-padding mask
+  // [N, 1, 1, length] (-inf on padding; undefined when nothing is padded). A captured training
+  // step runs forward(x, Prepared) on copies of these.
+  struct Prepared {
+    at::Tensor positions, mask;
+  };
+  Prepared prepare(const std::vector<std::array<int64_t, 2>>& tgt_sizes, int64_t length) const;
+  at::Tensor forward(const at::Tensor& x, const Prepared& in) const;
+
  private:
-  // The keys' positions [N, L, D] in `like`'s dtype, zero on padding.
-  at::Tensor positions(const std::vector<std::array<int64_t, 2>>& tgt_sizes, int64_t length,
-                       const at::Tensor& like) const;
 
   int64_t embed_dim_, heads_, head_dim_;
   at::Tensor query_;                           // [Q, D]

@@ -167,45 +167,46 @@ at::Tensor SiglipVisionTransformer::layer_forward(const Dims& d, const Layer& w,
                          w.fc2_bias);
 }
 
-at::Tensor SiglipVisionTransformer::position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
-  int64_t lmax = 0;
-  for (const auto& [h, w] : tgt_sizes) lmax = std::max(lmax, h * w);
-  return navit_position_ids(tgt_sizes, num_patches_per_side_, lmax).to(patch_weight_.device());
-}
-
-at::Tensor SiglipVisionTransformer::forward(
-    const std::vector<at::Tensor>& pixel_values,
-    const std::vector<std::array<int64_t, 2>>& tgt_sizes, const at::Tensor& position_ids) const {
+SiglipVisionTransformer::Prepared SiglipVisionTransformer::prepare(
+    const std::vector<at::Tensor>& pixel_values, const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+    int64_t length) const {
   check_inputs(pixel_values, tgt_sizes, patch_size_);
   const int64_t n = static_cast<int64_t>(pixel_values.size()), p = patch_size_;
   int64_t lmax = 0;
   for (const auto& [h, w] : tgt_sizes) lmax = std::max(lmax, h * w);
-  const auto options = patch_weight_.options();
-
-  // The reference pads every strip with zeros on the right to the longest and casts the pixels to
-  // the weights' dtype: [N, 3, p, Lmax * p].
-  at::Tensor pixels = at::zeros({n, 3, p, lmax * p}, options);
-  for (int64_t i = 0; i < n; ++i) {
-    pixels[i].narrow(-1, 0, pixel_values[i].size(2)).copy_(pixel_values[i]);
+  if (length == 0) length = lmax;
+  if (length < lmax) {
+    throw std::invalid_argument("vision tower: " + std::to_string(length) + " patch slots for an image of " +
+                                std::to_string(lmax));
   }
-  // Conv2d with kernel = stride = p is a matmul over the p x p patches, taken in the weight's
-  // (channel, row, column) order: [N, 3, p, Lmax, p] -> [N, Lmax, 3, p, p] -> [N, Lmax, 3 p p].
-  const at::Tensor patches =
-      pixels.view({n, 3, p, lmax, p}).permute({0, 3, 1, 2, 4}).reshape({n, lmax, 3 * p * p});
-  at::Tensor x = at::linear(patches, patch_weight_.reshape({dims_.hidden, 3 * p * p}), patch_bias_);
-  // Padded slots take position 0, as in the reference.
-  const at::Tensor ids = position_ids.defined() ? position_ids : this->position_ids(tgt_sizes);
-  x = x + at::index_select(position_weight_, 0, ids.flatten()).view({n, lmax, dims_.hidden});
-
-  // finfo.min on padded keys, [N, 1, 1, Lmax]; none when every image fills Lmax (the reference
-  // then passes no mask).
-  std::optional<at::Tensor> mask;
+  const auto options = patch_weight_.options();
+  Prepared out;
+  // The reference pads every strip with zeros on the right to the longest and casts the pixels to
+  // the weights' dtype.
+  out.pixels = at::zeros({n, 3, p, length * p}, options);
+  for (int64_t i = 0; i < n; ++i) {
+    out.pixels[i].narrow(-1, 0, pixel_values[i].size(2)).copy_(pixel_values[i]);
+  }
+  out.position_ids = navit_position_ids(tgt_sizes, num_patches_per_side_, length).to(options.device());
   for (int64_t i = 0; i < n; ++i) {
     const int64_t len = tgt_sizes[i][0] * tgt_sizes[i][1];
-    if (len == lmax) continue;
-    if (!mask) mask = at::zeros({n, 1, 1, lmax}, options);
-    (*mask)[i].narrow(-1, len, lmax - len).fill_(finfo_min(patch_weight_.scalar_type()));
+    if (len == length) continue;
+    if (!out.mask.defined()) out.mask = at::zeros({n, 1, 1, length}, options);
+    out.mask[i].narrow(-1, len, length - len).fill_(finfo_min(patch_weight_.scalar_type()));
   }
+  return out;
+}
+
+at::Tensor SiglipVisionTransformer::forward(const Prepared& in) const {
+  const int64_t n = in.pixels.size(0), p = patch_size_, length = in.position_ids.size(1);
+  // Conv2d with kernel = stride = p is a matmul over the p x p patches, taken in the weight's
+  // (channel, row, column) order: [N, 3, p, L, p] -> [N, L, 3, p, p] -> [N, L, 3 p p].
+  const at::Tensor patches =
+      in.pixels.view({n, 3, p, length, p}).permute({0, 3, 1, 2, 4}).reshape({n, length, 3 * p * p});
+  at::Tensor x = at::linear(patches, patch_weight_.reshape({dims_.hidden, 3 * p * p}), patch_bias_);
+  x = x + at::index_select(position_weight_, 0, in.position_ids.flatten()).view({n, length, dims_.hidden});
+  std::optional<at::Tensor> mask;
+  if (in.mask.defined()) mask = in.mask;
   const bool recompute = checkpoint_layers_ && at::GradMode::is_enabled();
   for (const Layer& layer : layers_) {
     if (!recompute) {
@@ -219,7 +220,7 @@ at::Tensor SiglipVisionTransformer::forward(
                                 &layer.fc2_weight, &layer.fc2_bias}) {
       if (t->requires_grad()) trained.push_back(*t);
     }
-    x = checkpointed([d = dims_, layer, mask](const at::Tensor& in) { return layer_forward(d, layer, in, mask); }, x,
+    x = checkpointed([d = dims_, layer, mask](const at::Tensor& y) { return layer_forward(d, layer, y, mask); }, x,
                      trained);
   }
   return at::layer_norm(x, {dims_.hidden}, post_ln_weight_, post_ln_bias_, dims_.eps);

@@ -47,17 +47,27 @@ class SiglipVisionTransformer {
   SiglipVisionTransformer(const Parameters& params, const std::string& scope,
                           const io::VisionConfig& config, int layers, bool checkpoint_layers = false);
 
+  // What forward() computes on the host before the tower runs, for `length` patch slots per image
+  // (0: the longest image's; more are padding, masked like the reference's): the pixels padded
+  // with zeros and cast to the weights' dtype [N, 3, p, length * p], the NaViT position ids
+  // [N, length] (0 on padding) and the additive key mask [N, 1, 1, length] holding finfo.min on
+  // padded keys (undefined when nothing is padded: the reference then passes none), all on the
+  // weights' device. A captured training step runs forward(Prepared) on copies of these.
+  struct Prepared {
+    at::Tensor pixels, position_ids, mask;
+  };
   // pixel_values: per image float [3, p, L_i * p] (io::PreprocessedImage::pixel_values), any
-  // device; tgt_sizes: per image (h, w) in patches with h * w = L_i. Pixels are moved to the
-  // weights' device and dtype. Returns [N, Lmax, hidden] in the weights' dtype; rows at and past
-  // h_i * w_i are padding (finite, meaningless) for the resampler to mask. Throws
-  // std::invalid_argument when a strip's shape does not match its tgt_size. `position_ids`:
-  // position_ids(tgt_sizes) computed ahead (a captured CUDA graph cannot upload), or undefined.
+  // device; tgt_sizes: per image (h, w) in patches with h * w = L_i. Throws std::invalid_argument
+  // when a strip's shape does not match its tgt_size or `length` is too short.
+  Prepared prepare(const std::vector<at::Tensor>& pixel_values, const std::vector<std::array<int64_t, 2>>& tgt_sizes,
+                   int64_t length = 0) const;
+  // -> [N, length, hidden] in the weights' dtype; rows past h_i * w_i are padding (finite,
+  // meaningless) for the resampler to mask.
+  at::Tensor forward(const Prepared& in) const;
   at::Tensor forward(const std::vector<at::Tensor>& pixel_values,
-                     const std::vector<std::array<int64_t, 2>>& tgt_sizes,
-                     const at::Tensor& position_ids = {}) const;
-  // navit_position_ids for these images padded to the longest, on the weights' device [N, Lmax].
-  at::Tensor position_ids(const std::vector<std::array<int64_t, 2>>& tgt_sizes) const;
+                     const std::vector<std::array<int64_t, 2>>& tgt_sizes) const {
+    return forward(prepare(pixel_values, tgt_sizes));
+  }
 
  private:
   struct Layer {

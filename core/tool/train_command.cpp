@@ -65,14 +65,20 @@ int run(TrainFlags& f) {
   std::fprintf(stderr, "cpm-tool: %zu train / %zu eval examples, %lld steps%s\n", data->split.train.size(),
                data->split.eval.size(), static_cast<long long>(t.total_steps()),
                t.resumed_from() > 0 ? (", resuming after step " + std::to_string(t.resumed_from())).c_str() : "");
+  int64_t replayed = 0;  // steps replayed from CUDA graphs
   while (!t.done()) {
     auto r = t.step();
     if (!r.ok()) return fail(r.status());
+    replayed += r->cuda_graph ? 1 : 0;
     if (r->step == 1 || r->step % f.logging_steps == 0 || r->step == r->total_steps) {
-      std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
+      const std::string graphs = f.config.cuda_graphs && f.device != "cpu"
+                                     ? "  graph steps " + std::to_string(replayed) + "/" +
+                                           std::to_string(r->step - t.resumed_from())
+                                     : "";
+      std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  elapsed %s  ETA %s%s\n",
                    static_cast<long long>(r->step), static_cast<long long>(r->total_steps), r->loss,
                    r->learning_rate, r->grad_norm, r->tokens_per_second, duration(r->elapsed_seconds).c_str(),
-                   duration(r->eta_seconds).c_str());
+                   duration(r->eta_seconds).c_str(), graphs.c_str());
     }
     if (t.checkpoint_due()) {
       if (auto s = t.save_checkpoint(); !s.ok()) return fail(s);
@@ -116,6 +122,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
   c.lora.modules_to_save = {"embed_tokens", "resampler"};
   cmd->add_option("--modules-to-save", c.lora.modules_to_save, "trained in full (default embed_tokens resampler)");
   cmd->add_flag("!--no-tune-vision", c.tune_vision, "do not train the vision tower (vpm)");
+  cmd->add_flag("!--no-cuda-graphs", c.cuda_graphs, "launch every kernel from the host (no CUDA graphs)");
   cmd->add_option("--save-steps", c.save_steps, "checkpoint every N steps (default 500)");
   cmd->add_option("--eval-steps", c.eval_steps, "evaluate every N steps and at the end (default 500)");
   cmd->add_option("--seed", c.seed, "data order, dropout, LoRA init (default 42)");

@@ -6,6 +6,8 @@
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/masked_select.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/stack.h>
@@ -292,49 +294,79 @@ std::vector<Batch> Trainer::step_batches(int64_t step) const {
   return out;
 }
 
-Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& model) const {
-  DeviceBatch out;
-  const c10::ScalarType dtype = base_.params.get("vpm.embeddings.patch_embedding.weight").scalar_type();
-  for (size_t i = 0; i < batch.pixel_values.size(); ++i) {
-    for (const at::Tensor& p : batch.pixel_values[i]) out.pixels.push_back(p.to(device_, dtype));
-    out.sizes.insert(out.sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
-    out.images.push_back(static_cast<int64_t>(batch.pixel_values[i].size()));
+std::vector<at::Tensor*> Trainer::DeviceBatch::tensors() {
+  std::vector<at::Tensor*> out = {&input_ids, &position_ids, &rows, &targets};
+  for (model::MiniCPMO::ImageChunk& c : images) {
+    for (at::Tensor* t : {&c.vision.pixels, &c.vision.position_ids, &c.vision.mask, &c.resampler.positions,
+                          &c.resampler.mask}) {
+      if (t->defined()) out.push_back(t);
+    }
   }
-  if (!out.sizes.empty()) out.vision_positions = model.vision_position_ids(out.sizes);
-  out.image_bound = batch.image_bound;
-  out.input_ids = batch.input_ids.to(device_);
-  out.position_ids = batch.position_ids.to(device_);
-  // Only labelled positions need logits: the mean over them is the recipe's loss, and the
-  // [B, T, vocab] logits are never built. Found here, on the host, so the step needs no nonzero().
-  const at::Tensor labels = batch.labels.reshape({-1});
-  const at::Tensor rows = at::nonzero(labels.ne(kIgnoreIndex)).squeeze(1);
-  out.rows = rows.to(device_);
-  out.targets = labels.index_select(0, rows).to(device_);
-  out.labelled = rows.size(0);
-  out.tokens = batch.attention_mask.sum().item<int64_t>();
+  for (at::Tensor& t : image_positions) {
+    if (t.defined()) out.push_back(&t);
+  }
   return out;
 }
 
-std::string Trainer::graph_key(const Batch& batch, size_t micro_batches) {
-  std::string key = absl::StrCat(micro_batches, ":", batch.input_ids.size(0), "x", batch.input_ids.size(1), ":",
-                                 batch.labels.ne(kIgnoreIndex).sum().item<int64_t>());
-  for (size_t i = 0; i < batch.tgt_sizes.size(); ++i) {
-    absl::StrAppend(&key, "|");
-    for (const auto& [h, w] : batch.tgt_sizes[i]) absl::StrAppend(&key, h, "x", w, ",");
-    for (const auto& [start, end] : batch.image_bound[i]) absl::StrAppend(&key, start, "-", end, ",");
+int64_t Trainer::bucket() const {
+  if (config_.shape_bucket > 0) return config_.shape_bucket;
+  return graphs_ != nullptr ? 64 : 1;
+}
+
+Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& model, int64_t bucket) const {
+  const auto round_up = [bucket](int64_t n) { return (n + bucket - 1) / bucket * bucket; };
+  DeviceBatch out;
+  const int64_t b = batch.input_ids.size(0), t = batch.input_ids.size(1), tb = round_up(t);
+  std::vector<at::Tensor> pixels;
+  std::vector<std::array<int64_t, 2>> sizes;
+  for (size_t i = 0; i < batch.pixel_values.size(); ++i) {
+    pixels.insert(pixels.end(), batch.pixel_values[i].begin(), batch.pixel_values[i].end());
+    sizes.insert(sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
+    out.images_per_sample.push_back(static_cast<int64_t>(batch.pixel_values[i].size()));
+    out.image_positions.push_back(batch.image_bound[i].empty()
+                                      ? at::Tensor()
+                                      : model::MiniCPMO::image_positions(batch.image_bound[i], device_));
   }
-  return key;
+  if (!pixels.empty()) out.images = model.prepare_images(pixels, sizes, bucket);
+  // Right padding past the last token changes nothing before it (the LLM is causal).
+  at::Tensor ids = batch.input_ids, positions = batch.position_ids;
+  if (tb > t) {
+    ids = at::cat({ids, at::zeros({b, tb - t}, ids.options())}, 1);
+    positions = at::cat({positions, at::zeros({b, tb - t}, positions.options())}, 1);
+  }
+  out.input_ids = ids.to(device_);
+  out.position_ids = positions.to(device_);
+  // Only labelled positions need logits: the mean over them is the recipe's loss, and the
+  // [B, T, vocab] logits are never built. Found here, on the host, so the step needs no nonzero();
+  // padding rows take label -100, which cross_entropy ignores.
+  const at::Tensor labels = batch.labels.reshape({b, t});
+  const at::Tensor flat = (labels.ne(kIgnoreIndex).nonzero() * at::tensor(std::vector<int64_t>{tb, 1})).sum(1);
+  out.labelled = flat.size(0);
+  const int64_t rows = round_up(std::max<int64_t>(out.labelled, 1));
+  at::Tensor targets = labels.reshape({-1}).masked_select(labels.reshape({-1}).ne(kIgnoreIndex));
+  out.rows = at::cat({flat, at::zeros({rows - out.labelled}, at::kLong)}).to(device_);
+  out.targets = at::cat({targets, at::full({rows - out.labelled}, kIgnoreIndex, at::kLong)}).to(device_);
+  out.tokens = batch.attention_mask.sum().item<int64_t>();
+  out.key = absl::StrCat(b, "x", tb, ":", rows);
+  for (size_t i = 0; i < batch.image_bound.size(); ++i) {
+    absl::StrAppend(&out.key, "|", out.images_per_sample[i], ",",
+                    out.image_positions[i].defined() ? out.image_positions[i].size(0) : 0);
+  }
+  for (const model::MiniCPMO::ImageChunk& c : out.images) {
+    absl::StrAppend(&out.key, "|", c.vision.pixels.size(0), "x", c.vision.position_ids.size(1),
+                    c.vision.mask.defined() ? "m" : "", c.resampler.mask.defined() ? "m" : "");
+  }
+  return out;
 }
 
 Trainer::BatchLoss Trainer::batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const {
   // [N strips, query_num, hidden]; each sample's rows are its own strips, in order.
-  const at::Tensor features =
-      batch.pixels.empty() ? at::Tensor() : model.encode_images(batch.pixels, batch.sizes, batch.vision_positions);
+  const at::Tensor features = batch.images.empty() ? at::Tensor() : model.encode_prepared(batch.images);
   std::vector<at::Tensor> embeds;
   int64_t offset = 0;
-  for (size_t i = 0; i < batch.images.size(); ++i) {
-    const int64_t n = batch.images[i];
-    embeds.push_back(model.prompt_embeddings(batch.input_ids[static_cast<int64_t>(i)], batch.image_bound[i],
+  for (size_t i = 0; i < batch.images_per_sample.size(); ++i) {
+    const int64_t n = batch.images_per_sample[i];
+    embeds.push_back(model.prompt_embeddings(batch.input_ids[static_cast<int64_t>(i)], batch.image_positions[i],
                                              n > 0 ? features.narrow(0, offset, n) : at::Tensor()));
     offset += n;
   }
@@ -380,17 +412,17 @@ void Trainer::use_grad_buffers() {
   for (size_t i = 0; i < grad_buffers_.size(); ++i) optimizer_->params()[i].tensor.mutable_grad() = grad_buffers_[i];
 }
 
-void Trainer::eager_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r) {
+void Trainer::eager_step(std::vector<DeviceBatch>& batches, StepReport& r) {
   // Fresh gradients, so that a parameter the step does not reach has none (AdamW skips it, as torch).
   for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
-  const double n = static_cast<double>(micro_batches.size());
+  const double n = static_cast<double>(batches.size());
   loss_sum_.zero_();
-  for (size_t i = 0; i < micro_batches.size(); ++i) {
-    accumulate(upload(micro_batches[i], *model_), n);
+  for (size_t i = 0; i < batches.size(); ++i) {
+    accumulate(batches[i], n);
     if (i == 0 && graphs_ != nullptr) {
       bool all = true;
       for (const TrainableParam& p : optimizer_->params()) all = all && p.tensor.grad().defined();
-      if (all && uncapturable_.count(keys[0]) == 0) graphable_.insert(keys[0]);
+      if (all && uncapturable_.count(batches[0].key) == 0) graphable_.insert(batches[0].key);
     }
   }
   std::vector<at::Tensor> grads;
@@ -403,32 +435,27 @@ void Trainer::eager_step(const std::vector<Batch>& micro_batches, const std::vec
   if (!grad_buffers_.empty()) use_grad_buffers();
 }
 
-void Trainer::graph_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r) {
+void Trainer::graph_step(std::vector<DeviceBatch>& batches, StepReport& r) {
   use_grad_buffers();
-  const double n = static_cast<double>(micro_batches.size());
+  const double n = static_cast<double>(batches.size());
   loss_sum_.zero_();
-  for (size_t i = 0; i < micro_batches.size(); ++i) {
-    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const GraphSlot& s) { return s.key == keys[i]; });
-    DeviceBatch fresh = upload(micro_batches[i], *model_);
+  for (DeviceBatch& batch : batches) {
+    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const GraphSlot& s) { return s.key == batch.key; });
     if (it == slots_.end()) {
       if (slots_.size() >= 8) slots_.erase(slots_.begin());
-      slots_.push_back({keys[i], std::move(fresh), nullptr});
+      slots_.push_back({batch.key, std::move(batch), nullptr});
       GraphSlot& slot = slots_.back();
       try {
         slot.graph = capture(*graphs_, [&] { accumulate(slot.inputs, n); });
       } catch (const CaptureFailed&) {
+        uncapturable_.insert(slot.key);
         slots_.pop_back();
-        uncapturable_.insert(keys[i]);
         throw;
       }
     } else {
       std::rotate(it, it + 1, slots_.end());
-      DeviceBatch& in = slots_.back().inputs;
-      for (size_t k = 0; k < in.pixels.size(); ++k) in.pixels[k].copy_(fresh.pixels[k]);
-      in.input_ids.copy_(fresh.input_ids);
-      in.position_ids.copy_(fresh.position_ids);
-      in.rows.copy_(fresh.rows);
-      in.targets.copy_(fresh.targets);
+      const std::vector<at::Tensor*> to = slots_.back().inputs.tensors(), from = batch.tensors();
+      for (size_t k = 0; k < to.size(); ++k) to[k]->copy_(*from[k]);
     }
     slots_.back().graph->replay();
   }
@@ -469,30 +496,42 @@ absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches
   const auto start = std::chrono::steady_clock::now();
   StepReport r;
   r.learning_rate = schedule_.at(step_);
-  std::vector<std::string> keys;
-  bool graphed = graphs_ != nullptr;
-  for (const Batch& b : micro_batches) {
-    keys.push_back(graph_key(b, micro_batches.size()));
-    graphed = graphed && graphable_.count(keys.back()) > 0;
-  }
+  std::vector<std::string> keys;  // of the step's micro-batches, to forget them if it fails
+  const auto upload_all = [&] {
+    std::vector<DeviceBatch> out;
+    for (const Batch& b : micro_batches) {
+      out.push_back(upload(b, *model_, bucket()));
+      // A graph scales its gradients by 1 / (micro-batches in the step).
+      out.back().key = absl::StrCat(micro_batches.size(), "/", out.back().key);
+    }
+    return out;
+  };
   try {
-    for (const Batch& b : micro_batches) r.tokens += b.attention_mask.sum().item<int64_t>();
+    std::vector<DeviceBatch> batches = upload_all();
+    bool graphed = graphs_ != nullptr;
+    for (const DeviceBatch& b : batches) {
+      keys.push_back(b.key);
+      graphed = graphed && graphable_.count(b.key) > 0;
+      r.tokens += b.tokens;
+    }
     if (graphs_ == nullptr) {
-      eager_step(micro_batches, keys, r);
+      eager_step(batches, r);
     } else {
       graphs_->on_stream([&] {
-        if (!graphed) return eager_step(micro_batches, keys, r);
+        if (!graphed) return eager_step(batches, r);
         try {
-          graph_step(micro_batches, keys, r);
+          graph_step(batches, r);
         } catch (const CaptureFailed& e) {
-          // Earlier micro-batches of this step may have replayed: start the step over, eagerly.
+          // Earlier micro-batches of this step may have replayed: start the step over, eagerly,
+          // on batches uploaded again (those of captured graphs were moved into their slots).
           const std::string what = e.what();
           log_warn("a training step could not be captured as a CUDA graph; steps of its shape run eagerly",
                    {{"error", what.substr(0, what.find('\n'))}});
           for (const std::string& key : keys) graphable_.erase(key);
           at::NoGradGuard no_grad;
           for (at::Tensor& g : grad_buffers_) g.zero_();
-          eager_step(micro_batches, keys, r);
+          batches = upload_all();
+          eager_step(batches, r);
         }
       });
     }
@@ -550,7 +589,8 @@ absl::Status Trainer::evaluate_some(EvalProgress& progress, size_t count) {
       auto ex = builder_.build(record.conversation);
       if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
       const BatchLoss b = batch_loss(
-          upload(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model), model);
+          upload(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model, 1),
+          model);
       progress.loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
       progress.labelled += b.labelled;
       // The prompt is everything up to the last answer's "assistant\n"; the reference is that

@@ -61,6 +61,9 @@ struct TrainConfig {
   // On CUDA (LibTorch >= 2.4), a step whose micro-batches all have shapes seen before is replayed
   // as CUDA graphs (train/step_graph.h) instead of being launched kernel by kernel.
   bool cuda_graphs = true;
+  // Round batch shapes up to multiples of this so that nearby shapes share a graph (padding is
+  // masked or ignored: the loss is unchanged). 0: 64 when CUDA graphs are used, else 1.
+  int64_t shape_bucket = 0;
   uint64_t seed = 42;
 
   int64_t save_steps = 500;     // 0: only at the end
@@ -151,22 +154,23 @@ class Trainer {
   std::vector<size_t> micro_batch(int64_t index) const;  // record indices of micro-batch `index`
   // The micro-batches of optimizer step `step`, built from the records (throws BadExample).
   std::vector<Batch> step_batches(int64_t step) const;
-  // A micro-batch on the device: everything batch_loss reads, uploaded before the step runs, so
-  // that the step reads nothing from the host (what a captured CUDA graph needs).
+  // A micro-batch on the device: everything batch_loss reads, prepared before the step runs, so
+  // that the step reads nothing from the host (what a captured CUDA graph needs). Shapes are
+  // rounded up to multiples of `bucket` (length, labelled rows, each image chunk's patch slots),
+  // the padding masked or ignored, so that batches of nearby shapes share a graph.
   struct DeviceBatch {
-    std::vector<at::Tensor> pixels;                   // per image [3, p, L * p], the vision dtype
-    std::vector<std::array<int64_t, 2>> sizes;        // per image (h, w), samples in order
-    std::vector<at::Tensor> vision_positions;         // MiniCPMO::vision_position_ids(sizes)
-    std::vector<int64_t> images;                      // per sample, its number of images
-    std::vector<std::vector<std::pair<int64_t, int64_t>>> image_bound;
+    std::vector<model::MiniCPMO::ImageChunk> images;  // every sample's images, in order
+    std::vector<int64_t> images_per_sample;
+    std::vector<at::Tensor> image_positions;          // per sample: int64 [its images * query_num]
     at::Tensor input_ids, position_ids;               // int64 [B, T]
-    at::Tensor rows, targets;                         // int64 [labelled]: flat labelled positions, labels
+    at::Tensor rows, targets;                         // int64 [R]: flat labelled positions and labels
+                                                      // (padding rows: position 0, label -100)
     int64_t labelled = 0, tokens = 0;                 // labelled tokens; input tokens without padding
+    std::string key;  // what a graph of this batch depends on besides tensor values
+    // Every tensor above, for copying one batch into another of the same key.
+    std::vector<at::Tensor*> tensors();
   };
-  DeviceBatch upload(const Batch& batch, const model::MiniCPMO& model) const;
-  // What a captured micro-batch depends on besides tensor values: shapes, image sizes and spans,
-  // the labelled count, the number of micro-batches in the step.
-  static std::string graph_key(const Batch& batch, size_t micro_batches);
+  DeviceBatch upload(const Batch& batch, const model::MiniCPMO& model, int64_t bucket) const;
   struct BatchLoss {
     at::Tensor loss;  // mean cross-entropy over the labelled tokens (scalar, float32)
     int64_t labelled = 0, tokens = 0;
@@ -180,8 +184,10 @@ class Trainer {
   // grad_norm_.
   void clip_gradients(const std::vector<at::Tensor>& grads) const;
   // The step's device work, eager or replayed; fills r.loss and r.grad_norm.
-  void eager_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r);
-  void graph_step(const std::vector<Batch>& micro_batches, const std::vector<std::string>& keys, StepReport& r);
+  void eager_step(std::vector<DeviceBatch>& batches, StepReport& r);
+  void graph_step(std::vector<DeviceBatch>& batches, StepReport& r);
+  // The shape bucket of this trainer's batches: 64 when steps may replay graphs, else 1.
+  int64_t bucket() const;
   // Gradients that persist across steps (zeroed by the update), as graphs need; made on first use.
   void use_grad_buffers();
 

@@ -8,7 +8,8 @@
 # (tests/bench/generate_bench.cpp) if time is left. First the GPU unit tests (core_gpu_test: bf16
 # parity, fused AdamW, CUDA-graph training steps equal to eager ones). Results and the log in $OUT.
 #   usage: tests/gpu/training_bench.sh GPU_DIR [--no-baseline]
-#          (GPU_DIR holds debs/, env.sh, tokenizer.json and bench/*.py)
+#          (GPU_DIR holds debs/, env.sh, tokenizer.json and bench/*.py; with realdata/labels.csv and
+#          its images, also a real fine-tuning run with and without CUDA graphs)
 set -uo pipefail
 gpu=$(realpath "${1:?usage: training_bench.sh GPU_DIR [--no-baseline]}")
 baseline=1
@@ -42,15 +43,27 @@ rm -rf /tmp/cpm-full
   --tokenizer "$gpu/tokenizer.json" || exit 1
 echo "== cpmd training step (tests/bench/train_bench.cpp)"
 timeout 150 build-gpu/bench/train_bench --model /tmp/cpm-full | tee "$out/train_cpmd.jsonl"
-echo "== the same, every kernel launched from the host (--eager)"
-timeout 150 build-gpu/bench/train_bench --model /tmp/cpm-full --eager | tee "$out/train_cpmd_eager.jsonl"
 if [ $baseline = 1 ]; then
+  echo "== the same, every kernel launched from the host (--eager)"
+  timeout 150 build-gpu/bench/train_bench --model /tmp/cpm-full --eager | tee "$out/train_cpmd_eager.jsonl"
   echo "== baseline: ../shared/bench/train_step.py --no-extras"
   (cd "$gpu/bench" && PYTHONUNBUFFERED=1 python3 train_step.py --no-extras --out "$out/train_baseline.json") \
     2>&1 | tail -25
 fi
+if [ -f "$gpu/realdata/labels.csv" ]; then
+  # Real formulas (a slice of ../shared/data/latex_ocr_full_val in GPU_DIR/realdata): how many steps
+  # of a real job replay CUDA graphs once shapes are bucketed, and its speed without them.
+  n=$(($(wc -l < "$gpu/realdata/labels.csv") - 1))
+  for graphs in "" --no-cuda-graphs; do
+    echo "== real data: cpm-tool train on $n formulas ${graphs:-(CUDA graphs)}"
+    rm -rf /tmp/cpm-real-run
+    timeout 240 build-gpu/bin/cpm-tool train --model /tmp/cpm-full --data "$gpu/realdata/labels.csv" \
+      --out /tmp/cpm-real-run --device cuda --max-steps 120 --logging-steps 20 --no-eval --save-steps 0 $graphs \
+      2>&1 | grep -v "^/tmp" | tail -9
+  done
+fi
 echo "elapsed: $((SECONDS - start)) s"
-if [ $((SECONDS - start)) -lt 420 ]; then
+if [ $baseline = 1 ] && [ $((SECONDS - start)) -lt 420 ]; then
   echo "== cpmd generation (tests/bench/generate_bench.cpp)"
   build-gpu/bench/generate_bench --model /tmp/cpm-full --repeats 3 | tee "$out/generate_cpmd.jsonl"
 fi
