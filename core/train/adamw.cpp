@@ -14,7 +14,7 @@
 
 #include "common/torch_compat.h"
 
-#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
+#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_fused_adamw.h>
 #endif
@@ -33,7 +33,7 @@ AdamW::AdamW(std::vector<TrainableParam> params, const AdamWOptions& options)
     exp_avg_.push_back(at::zeros_like(p.tensor));
     exp_avg_sq_.push_back(at::zeros_like(p.tensor));
   }
-#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
+#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
   fused_ = !params_.empty() && params_.front().tensor.is_cuda();
 #endif
   if (fused_) {
@@ -66,14 +66,16 @@ void AdamW::step_plain(double lr) {
   }
 }
 
+bool AdamW::device_lr() const { return fused_ && CPM_TORCH_VERSION_AT_LEAST(2, 4); }
+
 void AdamW::step_on_device(const at::Tensor& lr) {
-  if (!fused_) throw std::logic_error("AdamW::step_on_device needs the fused CUDA kernel");
+  if (!device_lr()) throw std::logic_error("AdamW::step_on_device needs the fused CUDA kernel of LibTorch >= 2.4");
   at::NoGradGuard no_grad;
   step_fused(0, &lr);
 }
 
 void AdamW::step_fused(double lr, const at::Tensor* lr_tensor) {
-#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
+#if CPM_TORCH_VERSION_AT_LEAST(2, 1)
   // The fused kernel takes one dtype and one weight decay per call: group as torch does.
   std::map<std::pair<int, bool>, std::vector<size_t>> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -93,10 +95,14 @@ void AdamW::step_fused(double lr, const at::Tensor* lr_tensor) {
     // of 0 would make the bias correction 1 - beta1^0 = 0 and every update NaN.
     at::_foreach_add_(steps, 1);
     const double decay = key.second ? options_.weight_decay : 0.0;
+#if CPM_TORCH_VERSION_AT_LEAST(2, 4)
     if (lr_tensor != nullptr) {
       at::_fused_adamw_(p, g, m, v, {}, steps, *lr_tensor, options_.beta1, options_.beta2, decay, options_.eps,
                         /*amsgrad=*/false, /*maximize=*/false);
-    } else {
+      continue;
+    }
+#endif
+    {
       at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2, decay, options_.eps,
                         /*amsgrad=*/false, /*maximize=*/false);
     }

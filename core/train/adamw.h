@@ -44,12 +44,14 @@ class AdamW {
   // The same update with the learning rate read on the device from `lr` (a float32 scalar on the
   // parameters' device). Launches device work only and leaves steps() alone, so that a captured
   // CUDA graph can replay it with a new rate each time: count each update with count_step().
-  // REQUIRES: fused().
+  // REQUIRES: device_lr().
   void step_on_device(const at::Tensor& lr);
   void count_step() { ++steps_; }
   int64_t steps() const { return steps_; }
-  // Whether updates run the fused CUDA kernel (CUDA parameters, LibTorch >= 2.4).
+  // Whether updates run the fused CUDA kernel (CUDA parameters, LibTorch >= 2.1), and whether it
+  // can read the learning rate from the device (LibTorch >= 2.4).
   bool fused() const { return fused_; }
+  bool device_lr() const;
 
   // State for checkpoints: "<name>.exp_avg", "<name>.exp_avg_sq" and "step".
   std::vector<std::pair<std::string, at::Tensor>> state() const;

@@ -3,9 +3,12 @@
 
 #include <stdexcept>
 
+#include "common/torch_compat.h"
+
 #ifdef CPM_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -38,9 +41,14 @@ void StepGraphs::on_stream(const std::function<void()>& fn) {
   struct Rejoin {
     c10::cuda::CUDAStream side, caller;
     ~Rejoin() {
-      at::cuda::CUDAEvent done;
-      done.record(side);
-      done.block(caller);
+      try {
+        at::cuda::CUDAEvent done;
+        done.record(side);
+        done.block(caller);
+      } catch (...) {
+        // A device error is already on its way to the caller (it reports the step as failed);
+        // a destructor must not throw it again.
+      }
     }
   } rejoin{impl_->stream, caller};
   const c10::cuda::CUDAStreamGuard guard(impl_->stream);
@@ -58,10 +66,28 @@ std::unique_ptr<StepGraphs::Graph> StepGraphs::capture(const std::function<void(
       impl->graph.capture_end();
     } catch (...) {
     }
+    stop_pool_capture();
     throw;
   }
-  impl->graph.capture_end();
+  try {
+    impl->graph.capture_end();
+  } catch (...) {
+    // CUDAGraph::capture_end throws before it tells the allocator that the capture is over, which
+    // would leave the allocator routing allocations through a dead graph's filter.
+    stop_pool_capture();
+    throw;
+  }
   return std::unique_ptr<Graph>(new Graph(std::move(impl)));
+}
+
+void StepGraphs::stop_pool_capture() {
+#if CPM_TORCH_VERSION_AT_LEAST(2, 3)
+  try {
+    c10::cuda::CUDACachingAllocator::endAllocateToPool(impl_->stream.device_index(), impl_->pool);
+  } catch (...) {
+    // Not recording to the pool: nothing to end.
+  }
+#endif
 }
 
 void StepGraphs::Graph::replay() { impl_->graph.replay(); }
@@ -72,6 +98,8 @@ struct StepGraphs::Impl {};
 struct StepGraphs::Graph::Impl {};
 
 StepGraphs::StepGraphs(c10::Device) {}
+
+void StepGraphs::stop_pool_capture() {}
 
 void StepGraphs::on_stream(const std::function<void()>& fn) { fn(); }
 

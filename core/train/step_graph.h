@@ -48,6 +48,9 @@ class StepGraphs {
   std::unique_ptr<Graph> capture(const std::function<void()>& fn);
 
  private:
+  // Tells the allocator that a failed capture no longer allocates from this object's pool.
+  void stop_pool_capture();
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -49,7 +49,7 @@ struct BadExample : std::runtime_error {
 };
 
 // A step's work could not be captured as a CUDA graph (an operation that waits for the device,
-// such as embedding's backward pass on some LibTorch versions). Nothing ran: the step runs eagerly.
+// such as embedding's backward pass on some LibTorch versions). Nothing of the capture ran.
 struct CaptureFailed : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -235,9 +235,22 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
   loss_sum_ = at::zeros({}, scalar);
   grad_norm_ = at::zeros({}, scalar);
   lr_ = at::zeros({}, scalar);
-  if (config_.cuda_graphs && optimizer_->fused()) {
+  reached_ = std::make_shared<std::vector<char>>(optimizer_->params().size(), 0);
+  if (config_.cuda_graphs && optimizer_->device_lr()) {
     graphs_ = std::make_unique<StepGraphs>(device_);
     if (!graphs_->available()) graphs_.reset();
+  }
+  if (graphs_ != nullptr) {
+    // Gradients that persist across steps (graphs replay into them; the update zeroes them), and
+    // a hook per tensor that records whether a backward pass reached it (what a fresh .grad
+    // would tell).
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < optimizer_->params().size(); ++i) {
+      const at::Tensor& t = optimizer_->params()[i].tensor;
+      grad_buffers_.push_back(at::zeros_like(t));
+      t.mutable_grad() = grad_buffers_.back();
+      t.register_hook([reached = reached_, i](const at::Tensor&) { (*reached)[i] = 1; });
+    }
   }
 
   at::Generator gen = device_generator(device_);
@@ -323,6 +336,12 @@ Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& 
     pixels.insert(pixels.end(), batch.pixel_values[i].begin(), batch.pixel_values[i].end());
     sizes.insert(sizes.end(), batch.tgt_sizes[i].begin(), batch.tgt_sizes[i].end());
     out.images_per_sample.push_back(static_cast<int64_t>(batch.pixel_values[i].size()));
+    int64_t covered = 0;
+    for (const auto& [start, end] : batch.image_bound[i]) covered += end - start;
+    if (covered != out.images_per_sample.back() * base_.configs.model.query_num) {
+      throw BadExample(absl::StrCat("sample ", i, ": its image spans cover ", covered, " tokens for ",
+                                    out.images_per_sample.back(), " images"));
+    }
     out.image_positions.push_back(batch.image_bound[i].empty()
                                       ? at::Tensor()
                                       : model::MiniCPMO::image_positions(batch.image_bound[i], device_));
@@ -350,7 +369,7 @@ Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& 
   out.key = absl::StrCat(b, "x", tb, ":", rows);
   for (size_t i = 0; i < batch.image_bound.size(); ++i) {
     absl::StrAppend(&out.key, "|", out.images_per_sample[i], ",",
-                    out.image_positions[i].defined() ? out.image_positions[i].size(0) : 0);
+                    out.image_positions[i].defined() ? std::to_string(out.image_positions[i].size(0)) : "-");
   }
   for (const model::MiniCPMO::ImageChunk& c : out.images) {
     absl::StrAppend(&out.key, "|", c.vision.pixels.size(0), "x", c.vision.position_ids.size(1),
@@ -405,38 +424,47 @@ void Trainer::clip_gradients(const std::vector<at::Tensor>& grads) const {
 #endif
 }
 
-void Trainer::use_grad_buffers() {
-  if (grad_buffers_.empty()) {
-    for (const TrainableParam& p : optimizer_->params()) grad_buffers_.push_back(at::zeros_like(p.tensor));
-  }
-  for (size_t i = 0; i < grad_buffers_.size(); ++i) optimizer_->params()[i].tensor.mutable_grad() = grad_buffers_[i];
-}
-
 void Trainer::eager_step(std::vector<DeviceBatch>& batches, StepReport& r) {
-  // Fresh gradients, so that a parameter the step does not reach has none (AdamW skips it, as torch).
-  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
   const double n = static_cast<double>(batches.size());
-  loss_sum_.zero_();
-  for (size_t i = 0; i < batches.size(); ++i) {
-    accumulate(batches[i], n);
-    if (i == 0 && graphs_ != nullptr) {
-      bool all = true;
-      for (const TrainableParam& p : optimizer_->params()) all = all && p.tensor.grad().defined();
-      if (all && uncapturable_.count(batches[0].key) == 0) graphable_.insert(batches[0].key);
-    }
+  const std::vector<TrainableParam>& params = optimizer_->params();
+  std::vector<char> reached(params.size(), 0);
+  // Without persistent buffers, fresh gradients: a parameter the step does not reach has none.
+  if (grad_buffers_.empty()) {
+    for (const TrainableParam& p : params) p.tensor.mutable_grad() = at::Tensor();
   }
+  loss_sum_.zero_();
+  for (DeviceBatch& batch : batches) {
+    std::fill(reached_->begin(), reached_->end(), 0);
+    accumulate(batch, n);
+    bool all = true;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const bool got = grad_buffers_.empty() ? params[i].tensor.grad().defined() : (*reached_)[i] != 0;
+      reached[i] = reached[i] || got;
+      all = all && got;
+    }
+    // A micro-batch that reaches every trained tensor can replay the update graph, which steps them all.
+    if (all && graphs_ != nullptr) graphable_.insert(batch.key);
+  }
+  // torch skips parameters the step did not reach (no .grad); so does AdamW here.
   std::vector<at::Tensor> grads;
-  for (const TrainableParam& p : optimizer_->params()) {
-    if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!reached[i]) params[i].tensor.mutable_grad() = at::Tensor();
+    if (reached[i]) grads.push_back(params[i].tensor.grad());
   }
   clip_gradients(grads);
   optimizer_->step(r.learning_rate);
-  for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
-  if (!grad_buffers_.empty()) use_grad_buffers();
+  if (grad_buffers_.empty()) {
+    for (const TrainableParam& p : params) p.tensor.mutable_grad() = at::Tensor();
+    return;
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    grad_buffers_[i].zero_();
+    params[i].tensor.mutable_grad() = grad_buffers_[i];
+  }
 }
 
 void Trainer::graph_step(std::vector<DeviceBatch>& batches, StepReport& r) {
-  use_grad_buffers();
   const double n = static_cast<double>(batches.size());
   loss_sum_.zero_();
   for (DeviceBatch& batch : batches) {
@@ -448,14 +476,19 @@ void Trainer::graph_step(std::vector<DeviceBatch>& batches, StepReport& r) {
       try {
         slot.graph = capture(*graphs_, [&] { accumulate(slot.inputs, n); });
       } catch (const CaptureFailed&) {
-        uncapturable_.insert(slot.key);
         slots_.pop_back();
         throw;
       }
     } else {
       std::rotate(it, it + 1, slots_.end());
       const std::vector<at::Tensor*> to = slots_.back().inputs.tensors(), from = batch.tensors();
-      for (size_t k = 0; k < to.size(); ++k) to[k]->copy_(*from[k]);
+      if (to.size() != from.size()) throw std::logic_error("a batch does not match the graph of its key " + batch.key);
+      for (size_t k = 0; k < to.size(); ++k) {
+        if (!to[k]->sizes().equals(from[k]->sizes())) {
+          throw std::logic_error("a batch does not match the graph of its key " + batch.key);
+        }
+        to[k]->copy_(*from[k]);
+      }
     }
     slots_.back().graph->replay();
   }
@@ -496,7 +529,6 @@ absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches
   const auto start = std::chrono::steady_clock::now();
   StepReport r;
   r.learning_rate = schedule_.at(step_);
-  std::vector<std::string> keys;  // of the step's micro-batches, to forget them if it fails
   const auto upload_all = [&] {
     std::vector<DeviceBatch> out;
     for (const Batch& b : micro_batches) {
@@ -510,44 +542,48 @@ absl::StatusOr<StepReport> Trainer::step(const std::vector<Batch>& micro_batches
     std::vector<DeviceBatch> batches = upload_all();
     bool graphed = graphs_ != nullptr;
     for (const DeviceBatch& b : batches) {
-      keys.push_back(b.key);
       graphed = graphed && graphable_.count(b.key) > 0;
       r.tokens += b.tokens;
     }
     if (graphs_ == nullptr) {
       eager_step(batches, r);
     } else {
+      bool capture_failed = false;
       graphs_->on_stream([&] {
         if (!graphed) return eager_step(batches, r);
         try {
           graph_step(batches, r);
         } catch (const CaptureFailed& e) {
-          // Earlier micro-batches of this step may have replayed: start the step over, eagerly,
-          // on batches uploaded again (those of captured graphs were moved into their slots).
+          // A failed capture can leave LibTorch's allocator unable to capture into the same pool
+          // again: graphs stay off for the rest of this run. Earlier micro-batches of this step may
+          // have replayed: the step starts over, eagerly, on batches uploaded again.
           const std::string what = e.what();
-          log_warn("a training step could not be captured as a CUDA graph; steps of its shape run eagerly",
+          log_warn("a training step could not be captured as a CUDA graph; this run continues without graphs",
                    {{"error", what.substr(0, what.find('\n'))}});
-          for (const std::string& key : keys) graphable_.erase(key);
+          capture_failed = true;
           at::NoGradGuard no_grad;
           for (at::Tensor& g : grad_buffers_) g.zero_();
           batches = upload_all();
           eager_step(batches, r);
         }
       });
+      if (capture_failed) {
+        slots_.clear();
+        update_graph_.reset();
+        graphs_.reset();
+      }
     }
     // The one wait for the device in a step: its loss and gradient norm.
     const at::Tensor results = at::stack({loss_sum_, grad_norm_}).cpu();
     r.loss = results[0].item<double>() / static_cast<double>(micro_batches.size());
     r.grad_norm = results[1].item<double>();
   } catch (const std::exception& e) {
-    // Nothing of a failed step stays behind: a graph of these shapes is not tried again, and the
-    // gradients are cleared (the persistent buffers zeroed).
-    for (const std::string& key : keys) graphable_.erase(key);
-    slots_.clear();
-    for (const TrainableParam& p : optimizer_->params()) p.tensor.mutable_grad() = at::Tensor();
+    // Nothing of a failed step stays behind: its gradients are cleared (the persistent buffers
+    // zeroed), the weights and the optimizer are as before it (the update runs last).
     at::NoGradGuard no_grad;
-    for (at::Tensor& g : grad_buffers_) g.zero_();
-    if (!grad_buffers_.empty()) use_grad_buffers();
+    for (size_t i = 0; i < optimizer_->params().size(); ++i) {
+      optimizer_->params()[i].tensor.mutable_grad() = grad_buffers_.empty() ? at::Tensor() : grad_buffers_[i].zero_();
+    }
     return from_exception(e);
   }
   ++step_;

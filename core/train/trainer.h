@@ -43,7 +43,7 @@ struct TrainConfig {
   bool tune_vision = true;
   // Full fine-tuning of the LLM (every LLM tensor trained, as a copy beside the base; with
   // use_lora false only, as in the recipe). Needs memory for a second LLM, its gradients and two
-  // AdamW moments: about 60 GB more on the real model.
+  // AdamW moments: about 60 GB beside the base model's 15 on the real model.
   bool tune_llm = false;
 
   double learning_rate = 1e-6;
@@ -188,8 +188,6 @@ class Trainer {
   void graph_step(std::vector<DeviceBatch>& batches, StepReport& r);
   // The shape bucket of this trainer's batches: 64 when steps may replay graphs, else 1.
   int64_t bucket() const;
-  // Gradients that persist across steps (zeroed by the update), as graphs need; made on first use.
-  void use_grad_buffers();
 
   const model::LoadedModel& base_;
   const ExampleBuilder& builder_;
@@ -207,7 +205,10 @@ class Trainer {
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
   at::Tensor loss_sum_, grad_norm_;  // float32 scalars on the device: a step's results
   at::Tensor lr_;                     // float32 scalar on the device: the rate a graph reads
+  // With graphs: gradients that persist across steps (graphs replay into them), and per trained
+  // tensor whether the backward pass just run reached it (set by a hook).
   std::vector<at::Tensor> grad_buffers_;
+  std::shared_ptr<std::vector<char>> reached_;
   // CUDA graphs: a micro-batch graph per key with its input buffers (8 kept, least recently used
   // out first), and the update's.
   struct GraphSlot {
@@ -218,9 +219,8 @@ class Trainer {
   std::unique_ptr<StepGraphs> graphs_;
   std::vector<GraphSlot> slots_;  // most recently used last
   std::unique_ptr<StepGraphs::Graph> update_graph_;
-  // Keys whose micro-batch, run eagerly first in a step, gave every trained tensor a gradient.
+  // Keys whose micro-batch, run eagerly, gave every trained tensor a gradient.
   std::set<std::string> graphable_;
-  std::set<std::string> uncapturable_;  // keys whose capture failed: always eager
   // The next step's batches, being built on a CPU thread.
   int64_t prefetched_step_ = -1;
   std::future<std::vector<Batch>> prefetched_;
