@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/device.h"
 #include "common/guard.h"
+#include "common/host_memory.h"
 #include "common/logging.h"
 #include "model/load.h"
 #include "runtime/engine.h"
@@ -59,6 +60,7 @@ absl::StatusOr<std::unique_ptr<ModelHost>> ModelHost::create(
     }
     placement->device = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
   }
+  if (!placement->device.is_cuda()) core::keep_freed_memory_for_reuse();  // the model runs on the CPU
   const bool bf16 =
       config.dtype == "bfloat16" || (config.dtype == "auto" && placement->device.is_cuda());
   placement->dtype = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;

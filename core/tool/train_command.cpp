@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/host_memory.h"
 #include "io/peft_adapter.h"
 #include "model/load.h"
 #include "tool/commands.h"
@@ -44,6 +45,7 @@ void print_eval(const core::train::EvalReport& e) {
 int run(TrainFlags& f) {
   auto load = load_options(f.device, f.dtype);
   if (!load.ok()) return fail(load.status());
+  if (!load->device.is_cuda()) core::keep_freed_memory_for_reuse();
   auto loaded = core::model::load_model(f.model, *load);
   if (!loaded.ok()) return fail(loaded.status());
   const core::model::LoadedModel& m = **loaded;

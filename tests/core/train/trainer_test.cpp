@@ -6,12 +6,12 @@
 #include <c10/core/GradMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 
+#include "common/host_memory.h"
 #include "io/peft_adapter.h"
 #include "model/adapter.h"
 #include "model/random_checkpoint.h"
@@ -28,14 +28,10 @@ namespace fs = std::filesystem;
 class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // glibc hands out every block above 32 MiB (the highest its mmap threshold goes) as a fresh
-    // mapping and unmaps it on free, and trims the heap's free top back to the kernel, so each
-    // training step here page-faulted its 78 MB embedding-sized gradients and optimizer
-    // temporaries and its [rows, 151k] logits in anew: 100 steps of the fit below took 44.6 M
-    // minor faults and more system than user time (116 s vs 68 s). Kept in the heap, a step of
-    // the fit takes 0.29 s instead of 0.80 s.
-    mallopt(M_MMAP_MAX, 0);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    // What cpm-tool train and cpmd do on the CPU (common/host_memory.h): without it, 100 steps of
+    // the fit below took 44.6 M minor faults and more system than user time; a step takes 0.29 s
+    // instead of 0.80 s.
+    keep_freed_memory_for_reuse();
     dir_ = new testing::TempDir();
     model::RandomCheckpointOptions options;
     options.seed = 1;
