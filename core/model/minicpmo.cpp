@@ -5,7 +5,6 @@
 #include <ATen/ops/tensor.h>
 
 #include <algorithm>
-
 #include <stdexcept>
 #include <string>
 

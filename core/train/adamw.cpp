@@ -102,10 +102,8 @@ void AdamW::step_fused(double lr, const at::Tensor* lr_tensor) {
       continue;
     }
 #endif
-    {
-      at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2, decay, options_.eps,
-                        /*amsgrad=*/false, /*maximize=*/false);
-    }
+    at::_fused_adamw_(p, g, m, v, {}, steps, lr, options_.beta1, options_.beta2, decay, options_.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
   }
 #else
   (void)lr_tensor;

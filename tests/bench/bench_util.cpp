@@ -52,13 +52,13 @@ std::vector<KernelTime> gpu_kernel_table(const std::function<void()>& work) {
 }
 
 double gpu_kernel_seconds(const std::function<void()>& work) {
-  const std::vector<KernelTime> table = gpu_kernel_table(work);
-#ifndef CPM_BENCH_KINETO
+  double seconds = 0;
+  for (const KernelTime& k : gpu_kernel_table(work)) seconds += k.seconds;
+#ifdef CPM_BENCH_KINETO
+  return seconds;
+#else
   return -1;
 #endif
-  double seconds = 0;
-  for (const KernelTime& k : table) seconds += k.seconds;
-  return seconds;
 }
 
 }  // namespace cpm::bench
