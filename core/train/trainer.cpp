@@ -378,7 +378,7 @@ Trainer::DeviceBatch Trainer::upload(const Batch& batch, const model::MiniCPMO& 
   return out;
 }
 
-Trainer::BatchLoss Trainer::batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const {
+at::Tensor Trainer::batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const {
   // [N strips, query_num, hidden]; each sample's rows are its own strips, in order.
   const at::Tensor features = batch.images.empty() ? at::Tensor() : model.encode_prepared(batch.images);
   std::vector<at::Tensor> embeds;
@@ -392,15 +392,14 @@ Trainer::BatchLoss Trainer::batch_loss(const DeviceBatch& batch, const model::Mi
   // The recipe runs the LLM without an attention mask: right padding only follows real tokens.
   const at::Tensor hidden = model.llm().hidden_states(at::cat(embeds, 0), batch.position_ids);
   const at::Tensor logits = model.llm().logits(hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.rows));
-  const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.targets);
-  return {loss, batch.labelled, batch.tokens};
+  return at::cross_entropy_loss(logits.to(at::kFloat), batch.targets);
 }
 
 void Trainer::accumulate(const DeviceBatch& batch, double n) const {
-  const BatchLoss b = batch_loss(batch, *model_);
-  (b.loss / n).backward();
+  const at::Tensor loss = batch_loss(batch, *model_);
+  (loss / n).backward();
   at::NoGradGuard no_grad;
-  loss_sum_.add_(b.loss.detach());
+  loss_sum_.add_(loss.detach());
 }
 
 void Trainer::clip_gradients(const std::vector<at::Tensor>& grads) const {
@@ -468,10 +467,10 @@ void Trainer::graph_step(std::vector<DeviceBatch>& batches, StepReport& r) {
   const double n = static_cast<double>(batches.size());
   loss_sum_.zero_();
   for (DeviceBatch& batch : batches) {
-    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const GraphSlot& s) { return s.key == batch.key; });
+    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const GraphSlot& s) { return s.inputs.key == batch.key; });
     if (it == slots_.end()) {
       if (slots_.size() >= 8) slots_.erase(slots_.begin());
-      slots_.push_back({batch.key, std::move(batch), nullptr});
+      slots_.push_back({std::move(batch), nullptr});
       GraphSlot& slot = slots_.back();
       try {
         slot.graph = capture(*graphs_, [&] { accumulate(slot.inputs, n); });
@@ -624,11 +623,10 @@ absl::Status Trainer::evaluate_some(EvalProgress& progress, size_t count) {
       const DatasetRecord& record = eval_[progress.next];
       auto ex = builder_.build(record.conversation);
       if (!ex.ok()) throw BadExample(absl::StrCat("record ", record.number, ": ", ex.status().message()));
-      const BatchLoss b = batch_loss(
-          upload(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model, 1),
-          model);
-      progress.loss_sum += b.loss.item<double>() * static_cast<double>(b.labelled);
-      progress.labelled += b.labelled;
+      const DeviceBatch batch =
+          upload(collate(std::span<const TrainingExample>(&*ex, 1), builder_.options().model_max_length), model, 1);
+      progress.loss_sum += batch_loss(batch, model).item<double>() * static_cast<double>(batch.labelled);
+      progress.labelled += batch.labelled;
       // The prompt is everything up to the last answer's "assistant\n"; the reference is that
       // answer's text (the labelled span without its <|im_end|>).
       int64_t first = -1;

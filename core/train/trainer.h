@@ -171,19 +171,16 @@ class Trainer {
     std::vector<at::Tensor*> tensors();
   };
   DeviceBatch upload(const Batch& batch, const model::MiniCPMO& model, int64_t bucket) const;
-  struct BatchLoss {
-    at::Tensor loss;  // mean cross-entropy over the labelled tokens (scalar, float32)
-    int64_t labelled = 0, tokens = 0;
-  };
-  // Throws on a failing forward pass.
-  BatchLoss batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const;
+  // The mean cross-entropy over the labelled tokens (scalar, float32). Throws on a failing
+  // forward pass.
+  at::Tensor batch_loss(const DeviceBatch& batch, const model::MiniCPMO& model) const;
   // Forward and backward of one of `n` micro-batches: gradients / n into .grad, the loss into
   // loss_sum_.
   void accumulate(const DeviceBatch& batch, double n) const;
   // Clips the gradients (torch's clip_grad_norm_, on the device) and leaves their norm in
   // grad_norm_.
   void clip_gradients(const std::vector<at::Tensor>& grads) const;
-  // The step's device work, eager or replayed; fills r.loss and r.grad_norm.
+  // The step's device work, eager or replayed, leaving its results in loss_sum_ and grad_norm_.
   void eager_step(std::vector<DeviceBatch>& batches, StepReport& r);
   void graph_step(std::vector<DeviceBatch>& batches, StepReport& r);
   // The shape bucket of this trainer's batches: 64 when steps may replay graphs, else 1.
@@ -212,8 +209,7 @@ class Trainer {
   // CUDA graphs: a micro-batch graph per key with its input buffers (8 kept, least recently used
   // out first), and the update's.
   struct GraphSlot {
-    std::string key;
-    DeviceBatch inputs;
+    DeviceBatch inputs;  // its key is the graph's
     std::unique_ptr<StepGraphs::Graph> graph;
   };
   std::unique_ptr<StepGraphs> graphs_;
