@@ -117,22 +117,24 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
   TORCH_CHECK(gemv_applies(x, weight), "fused gemv: ", x.sizes(), " x ", weight.sizes(), " does not fit");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = aligned_contiguous(x);
+  TORCH_CHECK(!bias.defined() || (bias.numel() == weight.size(0) && bias.scalar_type() == at::kBFloat16),
+              "fused gemv: bias ", bias.sizes(), " does not match ", weight.sizes());
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   at::Tensor out = at::empty({1, weight.size(0)}, x.options());
   check(cuda::gemv(weight.data_ptr(), weight.stride(0), in.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
-                   out.data_ptr(), weight.size(0), weight.size(1), /*accumulate=*/false, stream(in)),
+                   out.data_ptr(), weight.size(0), weight.size(1), /*scale=*/1.f, /*accumulate=*/false, stream(in)),
         "gemv");
   return out;
 }
 
-void gemv_add_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight) {
+void gemv_add_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double scale) {
   TORCH_CHECK(gemv_applies(x, weight) && out.is_contiguous() && out.numel() == weight.size(0) &&
                   out.scalar_type() == at::kBFloat16,
               "fused gemv_add_: ", x.sizes(), " x ", weight.sizes(), " into ", out.sizes(), " does not fit");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = aligned_contiguous(x);
   check(cuda::gemv(weight.data_ptr(), weight.stride(0), in.data_ptr(), nullptr, out.data_ptr(), weight.size(0),
-                   weight.size(1), /*accumulate=*/true, stream(in)),
+                   weight.size(1), static_cast<float>(scale), /*accumulate=*/true, stream(in)),
         "gemv");
 }
 
@@ -148,7 +150,7 @@ bool gemv_applies(const at::Tensor&, const at::Tensor&) { return false; }
 at::Tensor gemv(const at::Tensor&, const at::Tensor&, const at::Tensor&) {
   TORCH_CHECK(false, "no fused kernels in this build");
 }
-void gemv_add_(at::Tensor&, const at::Tensor&, const at::Tensor&) { TORCH_CHECK(false, "no fused kernels in this build"); }
+void gemv_add_(at::Tensor&, const at::Tensor&, const at::Tensor&, double) { TORCH_CHECK(false, "no fused kernels in this build"); }
 
 #endif
 

@@ -37,7 +37,8 @@ at::Tensor silu_mul(const at::Tensor& gate_up);
 bool gemv_applies(const at::Tensor& x, const at::Tensor& weight);
 // x [1, K] times weight [N, K] transposed, plus bias [N] when defined: [1, N].
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
-// out [1, N] += x [1, K] times weight transposed (as out.addmm_(x, weight.t())). `out` contiguous.
-void gemv_add_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight);
+// out [1, N] += scale * x [1, K] times weight transposed (as out.addmm_(x, weight.t(), 1, scale)).
+// `out` contiguous.
+void gemv_add_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double scale = 1.0);
 
 }  // namespace cpm::core::model::fused

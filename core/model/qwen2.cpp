@@ -73,10 +73,17 @@ at::Tensor additive_mask(const at::Tensor& key_mask, c10::ScalarType dtype) {
       .unsqueeze(1);
 }
 
-// rows [N, out] += scaling * B (A x) for x [N, in], in place; nothing without LoRA.
+// rows [N, out] += scaling * B (A x) for x [N, in], in place; nothing without LoRA. A single bf16
+// row on CUDA goes through the fused GEMV (two launches without split-K).
 void add_lora(at::Tensor& rows, const at::Tensor& x, const at::Tensor& lora_a, const at::Tensor& lora_b,
               double scaling) {
-  if (lora_a.defined()) rows.addmm_(at::mm(x, lora_a.t()), lora_b.t(), /*beta=*/1, /*alpha=*/scaling);
+  if (!lora_a.defined()) return;
+  const at::Tensor low = fused::gemv_applies(x, lora_a) ? fused::gemv(x, lora_a) : at::mm(x, lora_a.t());
+  if (fused::gemv_applies(low, lora_b) && rows.is_contiguous()) {
+    fused::gemv_add_(rows, low, lora_b, scaling);
+  } else {
+    rows.addmm_(low, lora_b.t(), /*beta=*/1, /*alpha=*/scaling);
+  }
 }
 
 // The rows of `t` [B * T, n] that belong to batch rows [first, first + rows) of B, clipped to the

@@ -176,16 +176,24 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
   };
   if (config_.tune_vision) train_in_full("vpm");
   if (config_.tune_llm) train_in_full("llm");
+  auto modules = model::resolve_modules_to_save(base_.params, lora.modules_to_save);
+  if (!modules.ok()) return modules.status();
   if (config_.use_lora) {
-    auto fresh = model::init_adapter(base_.params, mc, lora, config_.seed);
+    // The LoRA tensors drawn here; the module tensors below (copies, or the base's own in place).
+    io::PeftLoraConfig lora_only = lora;
+    lora_only.modules_to_save.clear();
+    auto fresh = model::init_adapter(base_.params, mc, lora_only, config_.seed);
     if (!fresh.ok()) return fresh.status();
     adapter_ = *std::move(fresh);
-  } else {
-    auto saved = model::resolve_modules_to_save(base_.params, lora.modules_to_save);
-    if (!saved.ok()) return saved.status();
-    if (saved->empty()) return absl::InvalidArgumentError("nothing to train: use_lora is false and modules_to_save is empty");
-    adapter_.config = lora;
-    for (const std::string& name : *saved) adapter_.tensors[name] = base_.params.get(name).detach().clone();
+  } else if (modules->empty()) {
+    return absl::InvalidArgumentError("nothing to train: use_lora is false and modules_to_save is empty");
+  }
+  adapter_.config = lora;
+  for (const std::string& name : *modules) {
+    // detach(): in place, a second handle on the base's storage, so that requiring grad below
+    // leaves the base's own tensor (and whatever serves from it) as it was.
+    const at::Tensor& t = base_.params.get(name);
+    adapter_.tensors[name] = config_.in_place ? t.detach() : t.detach().clone();
   }
 
   const int64_t per_step = static_cast<int64_t>(config_.batch_size) * config_.gradient_accumulation_steps;
@@ -206,7 +214,12 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
         return absl::FailedPreconditionError(absl::StrCat(*checkpoint, " does not match this job's adapter (tensor ", name,
                                                           "); was the job's spec changed?"));
       }
-      t = it->second;
+      if (config_.in_place && std::find(modules->begin(), modules->end(), name) != modules->end()) {
+        at::NoGradGuard no_grad;
+        t.copy_(it->second);  // into the base's tensor, which stays the one trained
+      } else {
+        t = it->second;
+      }
     }
     auto text = io::read_file((fs::path(*checkpoint) / "trainer_state.json").string());
     if (!text.ok()) return text.status();

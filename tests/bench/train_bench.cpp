@@ -9,7 +9,9 @@
 // graphs from the second on (train/step_graph.h); --eager launches every kernel from the host.
 // Not a test.
 //   train_bench --model DIR [--configs T256_1img,T512_1img,T1024_10img] [--embed] [--eager] [--tune-llm]
-//               > results.jsonl
+//               [--copies] > results.jsonl
+// The vision tower and resampler train in the base's own tensors (TrainConfig::in_place) unless
+// --copies: then beside them, as the daemon trains while it serves the base model.
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/arange.h>
@@ -58,7 +60,7 @@ core::train::Batch synthetic_batch(int64_t t, int images, int64_t query_num, int
 int main(int argc, char** argv) {
   CLI::App app("LoRA training step benchmark (GPU)");
   std::string model_dir, configs = "T256_1img,T512_1img,T1024_10img";
-  bool embed = false, eager = false, tune_llm = false;
+  bool embed = false, eager = false, tune_llm = false, copies = false;
   int warmup = 5, steps = 20, profiled = 3;
   std::string device = "cuda:0";
   app.add_option("--model", model_dir, "checkpoint directory")->required();
@@ -67,6 +69,9 @@ int main(int argc, char** argv) {
   app.add_flag("--embed", embed, "train embed_tokens too (the recipe's modules_to_save)");
   app.add_flag("--eager", eager, "no CUDA graphs");
   app.add_flag("--tune-llm", tune_llm, "full fine-tuning of the LLM instead of LoRA (the recipe's tune_llm)");
+  app.add_flag("--copies", copies,
+               "train the vision tower and resampler as copies beside the base, as cpmd does while it serves "
+               "(default: in place, as cpm-tool train and the baseline do)");
   app.add_option("--steps", steps);
   CLI11_PARSE(app, argc, argv);
 
@@ -92,6 +97,7 @@ int main(int argc, char** argv) {
     if (embed) c.lora.modules_to_save.push_back("embed_tokens");
     c.max_steps = warmup + steps + profiled + 1;
     c.cuda_graphs = !eager;
+    c.in_place = !copies;
     c.use_lora = !tune_llm;
     c.tune_llm = tune_llm;
     c.output_dir = (std::filesystem::temp_directory_path() / ("cpm-train-bench-" + name)).string();
@@ -130,6 +136,7 @@ int main(int argc, char** argv) {
                       {"tokens", t},
                       {"images", images},
                       {"embed_tokens_trained", embed},
+                      {"in_place", !copies},
                       {"tune_llm", tune_llm},
                       {"cuda_graphs", !eager},
                       {"steps_replayed", replayed},

@@ -43,6 +43,8 @@ rm -rf /tmp/cpm-full
   --tokenizer "$gpu/tokenizer.json" || exit 1
 echo "== cpmd training step (tests/bench/train_bench.cpp)"
 timeout 150 build-gpu/bench/train_bench --model /tmp/cpm-full | tee "$out/train_cpmd.jsonl"
+echo "== the same at T=256 with the vision tower and resampler trained as copies, as the daemon does (--copies)"
+timeout 60 build-gpu/bench/train_bench --model /tmp/cpm-full --configs T256_1img --copies | tee "$out/train_cpmd_copies.jsonl"
 if [ $baseline = 1 ]; then
   echo "== the same, every kernel launched from the host (--eager)"
   timeout 150 build-gpu/bench/train_bench --model /tmp/cpm-full --eager | tee "$out/train_cpmd_eager.jsonl"

@@ -118,7 +118,7 @@ __global__ void silu_mul_kernel(const uint4* gate_up, uint4* out, int64_t vecs, 
 // The weights are read once (streaming loads, so they do not evict x from the cache).
 template <bool kBias, bool kAccumulate>
 __global__ void gemv_kernel(const uint4* w, int64_t row_vecs, const uint4* x, const bf16* bias, bf16* out,
-                            int64_t n, int64_t k_vecs) {
+                            int64_t n, int64_t k_vecs, float scale) {
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
   if (row >= n) return;  // the whole warp: rows are per warp
@@ -133,7 +133,7 @@ __global__ void gemv_kernel(const uint4* w, int64_t row_vecs, const uint4* x, co
     acc = dot8(w3, __ldg(x + i + 96), acc);
   }
   for (; i < k_vecs; i += 32) acc = dot8(__ldcs(wr + i), __ldg(x + i), acc);
-  acc = warp_sum(acc);
+  acc = warp_sum(acc) * scale;
   if (lane == 0) {
     if (kBias) acc += __bfloat162float(bias[row]);
     if (kAccumulate) acc += __bfloat162float(out[row]);
@@ -172,7 +172,7 @@ const char* silu_mul(const void* gate_up, void* out, int64_t rows, int64_t inter
 }
 
 const char* gemv(const void* w, int64_t row_stride, const void* x, const void* bias, void* out, int64_t n,
-                 int64_t k, bool accumulate, void* stream) {
+                 int64_t k, float scale, bool accumulate, void* stream) {
   const unsigned grid = static_cast<unsigned>(blocks(n, kThreads / 32));
   const auto s = static_cast<cudaStream_t>(stream);
   const auto* wv = static_cast<const uint4*>(w);
@@ -180,13 +180,13 @@ const char* gemv(const void* w, int64_t row_stride, const void* x, const void* b
   const auto* b = static_cast<const bf16*>(bias);
   auto* o = static_cast<bf16*>(out);
   if (bias != nullptr && accumulate) {
-    gemv_kernel<true, true><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8);
+    gemv_kernel<true, true><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8, scale);
   } else if (bias != nullptr) {
-    gemv_kernel<true, false><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8);
+    gemv_kernel<true, false><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8, scale);
   } else if (accumulate) {
-    gemv_kernel<false, true><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8);
+    gemv_kernel<false, true><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8, scale);
   } else {
-    gemv_kernel<false, false><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8);
+    gemv_kernel<false, false><<<grid, kThreads, 0, s>>>(wv, row_stride / 8, xv, b, o, n, k / 8, scale);
   }
   return launched();
 }

@@ -44,10 +44,10 @@ const char* rope_and_cache(const RopeCacheArgs& args, void* stream);
 // inter % 8 == 0, pointers 16-byte aligned, both contiguous.
 const char* silu_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, void* stream);
 
-// One row times a matrix: out [n] = x [k] . w[j] (+ bias [n]) (+ out's own values when
+// One row times a matrix: out [n] = scale * (x [k] . w[j]) (+ bias [n]) (+ out's own values when
 // `accumulate`), accumulated in float32 and rounded once, as cuBLAS's epilogue does. w: [n, k]
 // with row stride `row_stride`; k and row_stride % 8 == 0, w and x 16-byte aligned.
 const char* gemv(const void* w, int64_t row_stride, const void* x, const void* bias, void* out, int64_t n,
-                 int64_t k, bool accumulate, void* stream);
+                 int64_t k, float scale, bool accumulate, void* stream);
 
 }  // namespace cpm::core::model::cuda

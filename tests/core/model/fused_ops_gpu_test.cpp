@@ -99,11 +99,13 @@ TEST(FusedOps, GemvEqualsAddmmUpToSummationOrder) {
             << cublas_differ << ", max " << cublas_rel << "\n";
   EXPECT_LT(rel, 1e-2);
 
-  // out += x w^T, as addmm_ with beta 1 (the residual add folded in).
-  at::Tensor out = at::randn({1, 1001}, bf16());
-  const at::Tensor want = at::addmm(out.to(at::kDouble), x.to(at::kDouble), w.to(at::kDouble).t());
-  fused::gemv_add_(out, x, w);
-  EXPECT_LT(difference(out, want.to(at::kBFloat16)).second, 1e-2);
+  // out += x w^T, as addmm_ with beta 1 (the residual add folded in); and scaled, as LoRA's expand.
+  for (const double scale : {1.0, 0.25}) {
+    at::Tensor out = at::randn({1, 1001}, bf16());
+    const at::Tensor want = at::addmm(out.to(at::kDouble), x.to(at::kDouble), w.to(at::kDouble).t(), 1, scale);
+    fused::gemv_add_(out, x, w, scale);
+    EXPECT_LT(difference(out, want.to(at::kBFloat16)).second, 1e-2) << "scale " << scale;
+  }
 
   // Two rows or a K not divisible by 8 are not its shapes.
   EXPECT_FALSE(fused::gemv_applies(at::randn({2, 3584}, bf16()), w));
@@ -122,7 +124,7 @@ TEST(FusedOps, Qwen2DecodesAsWithoutThem) {
   options.dtype = at::kBFloat16;
   options.device = kCuda;
   Parameters params;
-  ASSERT_TRUE(load_parameters(*ckpt, qwen2_parameter_specs(c, "llm"), options, params).ok());
+  ASSERT_TRUE(load_parameters(*ckpt, testing::with_goldens(qwen2_parameter_specs(c, "llm"), *ckpt), options, params).ok());
   const Qwen2ForCausalLM llm(params, "llm", c);
   const at::Tensor ids = ckpt->tensor("golden.input_ids")->to(kCuda);  // [1, T]
   const int64_t t = ids.size(1), capacity = t + 8;

@@ -323,6 +323,54 @@ TEST_F(TrainerTest, ShapeBucketsLeaveTheTrainingUnchanged) {
   }
 }
 
+// in_place trains the base model's own resampler to exactly what the copy becomes (the copy leaves
+// the base as it was), and a resumed in-place job loads its checkpoint into the base's tensors.
+TEST_F(TrainerTest, InPlaceTrainsTheBaseTensorsAsTheCopiesWould) {
+  const auto load = [] {
+    auto own = model::load_model(dir_->file("tiny"), {});
+    if (!own.ok()) throw std::runtime_error(std::string(own.status().message()));
+    at::NoGradGuard no_grad;
+    (*own)->params.get("resampler.attn.in_proj_weight").mul_(30);  // as SetUpTestSuite
+    return *std::move(own);
+  };
+  const std::unique_ptr<model::LoadedModel> base = load();
+  const std::string name = "resampler.attn.in_proj_weight";
+  const at::Tensor before = base->params.get(name).clone();
+  const std::vector<DatasetRecord> train(records_->begin(), records_->begin() + 4);
+  std::vector<double> losses[2];
+  io::PeftAdapter adapters[2];
+  TrainConfig c = config("copies");
+  c.max_steps = 3;
+  c.batch_size = 2;
+  for (int in_place = 0; in_place < 2; ++in_place) {
+    c.in_place = in_place == 1;
+    c.output_dir = tmp_.file(in_place ? "in_place" : "copies");
+    auto t = Trainer::create(*base, *builder_, train, {}, c);
+    ASSERT_TRUE(t.ok()) << t.status();
+    while (!(*t)->done()) {
+      auto r = (*t)->step();
+      ASSERT_TRUE(r.ok()) << r.status();
+      losses[in_place].push_back(r->loss);
+    }
+    { const absl::Status saved = (*t)->save_checkpoint(); ASSERT_TRUE(saved.ok()) << saved; }
+    adapters[in_place] = (*t)->adapter();
+    if (!c.in_place) {
+      EXPECT_TRUE(base->params.get(name).equal(before)) << "the copies changed the base";
+    }
+  }
+  EXPECT_EQ(losses[1], losses[0]);
+  ASSERT_FALSE(adapters[0].tensors.at(name).equal(before));
+  EXPECT_TRUE(adapters[1].tensors.at(name).equal(adapters[0].tensors.at(name)));
+  EXPECT_TRUE(base->params.get(name).equal(adapters[0].tensors.at(name))) << "in place left the base as it was";
+
+  // A fresh base resumed from the in-place job's last checkpoint holds the trained tensor itself.
+  const std::unique_ptr<model::LoadedModel> fresh = load();
+  auto resumed = Trainer::create(*fresh, *builder_, train, {}, c);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->resumed_from(), 3);
+  EXPECT_TRUE(fresh->params.get(name).equal(adapters[1].tensors.at(name)));
+}
+
 TEST_F(TrainerTest, InvalidConfigsAreRefusedNamingTheField) {
   const auto refused = [&](TrainConfig c, absl::StatusCode code, const std::string& what) {
     auto t = Trainer::create(*model_, *builder_, *records_, {}, c);
