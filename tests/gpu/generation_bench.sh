@@ -40,9 +40,6 @@ build-gpu/tests/core_model_test --gtest_filter='Generate*:KvCache*:DecodeGraphCa
   grep -E "$report" | head -40
 echo "== cpmd decoding (tests/bench/generate_bench.cpp --random-full --eager)"
 build-gpu/bench/generate_bench --random-full --eager | tee "$out/generate_cpmd.jsonl"
-echo "== batch 1: copy bandwidth, the decode floor and each kernel's time per step (--kernels)"
-build-gpu/bench/generate_bench --random-full --batches 1 --kernels | tee "$out/generate_kernels.jsonl" |
-  grep -v '"kernel"'
 echo "== batch 1 without the fused kernels (CPM_FUSED_KERNELS=0)"
 CPM_FUSED_KERNELS=0 build-gpu/bench/generate_bench --random-full --batches 1 | tee "$out/generate_unfused.jsonl"
 echo "cpmd: $((SECONDS - start)) s"

@@ -126,7 +126,7 @@ TEST(FusedOps, Qwen2DecodesAsWithoutThem) {
   Parameters params;
   ASSERT_TRUE(load_parameters(*ckpt, testing::with_goldens(qwen2_parameter_specs(c, "llm"), *ckpt), options, params).ok());
   const Qwen2ForCausalLM llm(params, "llm", c);
-  const at::Tensor ids = ckpt->tensor("golden.input_ids")->to(kCuda);  // [1, T]
+  const at::Tensor ids = ckpt->tensor("golden.input_ids")->narrow(0, 0, 1).to(kCuda);  // [1, T]: batch 1
   const int64_t t = ids.size(1), capacity = t + 8;
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(kCuda);
 
