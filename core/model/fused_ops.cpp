@@ -5,11 +5,15 @@
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #ifdef CPM_WITH_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -41,6 +45,22 @@ void check(const char* error, const char* op) {
 }
 
 void* stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+// Whether CUDA device `index` can run the kernels: compute capability 8.0 (bf16 arithmetic) or
+// newer; older cards keep LibTorch's operators. Asked once per device.
+bool capable(c10::DeviceIndex index) {
+  static std::array<std::atomic<int8_t>, 64> known{};  // 0 unknown, 1 yes, 2 no
+  if (index < 0) index = c10::cuda::current_device();
+  if (index >= static_cast<c10::DeviceIndex>(known.size())) return false;
+  int8_t v = known[index].load();
+  if (v == 0) {
+    v = at::cuda::getDeviceProperties(index)->major >= 8 ? 1 : 2;
+    known[index].store(v);
+  }
+  return v == 1;
+}
+#else
+bool capable(int) { return false; }
 #endif
 
 }  // namespace
@@ -57,14 +77,16 @@ void set_enabled(bool on) { enabled() = on; }
 
 bool applies(const at::Tensor& t) {
   return built() && enabled() && t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16 &&
-         !(at::GradMode::is_enabled() && t.requires_grad());
+         !(at::GradMode::is_enabled() && t.requires_grad()) && capable(t.device().index());
 }
 
 #ifdef CPM_WITH_CUDA_KERNELS
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const int64_t dim = x.size(-1);
-  TORCH_CHECK(dim % 8 == 0 && weight.numel() == dim, "fused rms_norm: hidden size ", dim, " is not a multiple of 8");
+  TORCH_CHECK(dim % 8 == 0, "fused rms_norm: hidden size ", dim, " is not a multiple of 8");
+  TORCH_CHECK(weight.numel() == dim && weight.scalar_type() == x.scalar_type() && weight.device() == x.device(),
+              "fused rms_norm: weight ", weight.sizes(), " does not match x ", x.sizes());
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = aligned_contiguous(x), w = aligned_contiguous(weight);
   at::Tensor out = at::empty(in.sizes(), in.options());
@@ -76,6 +98,11 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 at::Tensor rope_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, int64_t heads,
                            int64_t kv_heads, at::Tensor& keys, at::Tensor& values, const at::Tensor& positions) {
+  TORCH_CHECK(cos.dim() == 3 && sin.sizes() == cos.sizes(), "fused rope_into_cache: cos/sin must be [B, T, Dh]");
+  for (const at::Tensor* t : {&cos, &sin, &keys, &values}) {
+    TORCH_CHECK(t->scalar_type() == qkv.scalar_type() && t->device() == qkv.device(),
+                "fused rope_into_cache: cos, sin and the cache must be ", qkv.scalar_type(), " on ", qkv.device());
+  }
   const int64_t batch = cos.size(0), tokens = cos.size(1), head_dim = cos.size(2);
   TORCH_CHECK(qkv.dim() == 2 && qkv.stride(1) == 1 && qkv.size(0) == batch * tokens &&
                   qkv.size(1) == (heads + 2 * kv_heads) * head_dim && head_dim % 2 == 0,
@@ -98,8 +125,9 @@ at::Tensor rope_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const a
 }
 
 at::Tensor silu_mul(const at::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.size(1) % 16 == 0, "fused silu_mul: ", gate_up.sizes(),
+              " is not [N, 2I], I % 8 == 0");
   const int64_t inter = gate_up.size(1) / 2;
-  TORCH_CHECK(gate_up.dim() == 2 && inter % 8 == 0, "fused silu_mul: ", gate_up.sizes(), " is not [N, 2I], I % 8 == 0");
   const c10::cuda::CUDAGuard guard(gate_up.device());
   const at::Tensor in = aligned_contiguous(gate_up);
   at::Tensor out = at::empty({in.size(0), inter}, in.options());
@@ -129,7 +157,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 
 void gemv_add_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double scale) {
   TORCH_CHECK(gemv_applies(x, weight) && out.is_contiguous() && out.numel() == weight.size(0) &&
-                  out.scalar_type() == at::kBFloat16,
+                  out.scalar_type() == at::kBFloat16 && !out.is_alias_of(x),
               "fused gemv_add_: ", x.sizes(), " x ", weight.sizes(), " into ", out.sizes(), " does not fit");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = aligned_contiguous(x);

@@ -43,7 +43,7 @@ at::Tensor rotate_half(const at::Tensor& x) {
 // with LibTorch >= 2.8 one ATen kernel (float32 inside, the result rounded to x's dtype) and then
 // the weight, the reference's rounding in two kernels instead of eight.
 at::Tensor inference_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool fused) {
-  if (fused) return fused::rms_norm(x, weight, eps);
+  if (fused && fused::applies(weight)) return fused::rms_norm(x, weight, eps);
 #if CPM_TORCH_VERSION_AT_LEAST(2, 8)
   if (x.is_cuda()) return weight * at::rms_norm(x, {x.size(-1)}, std::nullopt, eps);
 #endif
@@ -488,7 +488,7 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
   add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, w.qkv_stacked, b);
   at::Tensor q, k, v;  // [B, heads, T, Dh]
-  if (fused && cache != nullptr && cache->write_positions.defined()) {
+  if (fused && cache != nullptr && cache->write_positions.defined() && rope.cos.size(0) == b) {
     // One kernel: q and k rotated, k and v written into their cache slots.
     q = fused::rope_into_cache(qkv, rope.cos, rope.sin, d.heads, d.kv_heads, cache->keys[index],
                                cache->values[index], cache->write_positions)
@@ -546,7 +546,8 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
   if (inference_ready_ && !dims_.options.training && !recording) {
     const bool fused = dims_.fusable && fused::applies(inputs_embeds);
     Rope rope{cos, sin, {}};
-    if (!fused || cache == nullptr || !cache->write_positions.defined()) {  // the ATen rotation runs
+    if (!fused || cache == nullptr || !cache->write_positions.defined() || cos.size(0) != inputs_embeds.size(0)) {
+      // the ATen rotation runs (the fused one takes a table per batch row)
       const int64_t half = dims_.head_dim / 2;
       rope.signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
     }

@@ -205,6 +205,9 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
                          warmup_steps(total, config_.warmup_ratio, config_.warmup_steps), total};
 
   json state;
+  // In place, the checkpoint's module tensors are copied into the base's only once the whole
+  // checkpoint has been read: a resume that fails leaves the base as it was.
+  std::vector<std::pair<at::Tensor, at::Tensor>> into_base;
   if (checkpoint) {
     auto saved = io::read_peft_adapter(*checkpoint);
     if (!saved.ok()) return saved.status();
@@ -215,8 +218,7 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
                                                           "); was the job's spec changed?"));
       }
       if (config_.in_place && std::find(modules->begin(), modules->end(), name) != modules->end()) {
-        at::NoGradGuard no_grad;
-        t.copy_(it->second);  // into the base's tensor, which stays the one trained
+        into_base.emplace_back(t, it->second);
       } else {
         t = it->second;
       }
@@ -233,6 +235,10 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
     const bool lora_tensor = name.find(".lora_") != std::string::npos;
     t = t.to(device_, lora_tensor ? at::kFloat : base_.params.get(name).scalar_type()).contiguous().detach();
     t.requires_grad_(true);
+    if (config_.in_place && !lora_tensor && !t.is_alias_of(base_.params.get(name))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          name, " cannot be trained in place (on another device, or not contiguous); train it as a copy"));
+    }
   }
   auto params = model::apply_adapter(base_.params, mc, adapter_);
   if (!params.ok()) return params.status();
@@ -289,6 +295,10 @@ absl::Status Trainer::init(std::optional<std::string> checkpoint) {
     gen.set_state(rng_state->clone());
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(*checkpoint, ": cannot restore the optimizer or RNG: ", e.what()));
+  }
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [base, saved] : into_base) base.copy_(saved);
   }
   step_ = resumed_from_ = state["step"].get<int64_t>();
   return absl::OkStatus();

@@ -11,7 +11,8 @@
 //   train_bench --model DIR [--configs T256_1img,T512_1img,T1024_10img] [--embed] [--eager] [--tune-llm]
 //               [--copies] > results.jsonl
 // The vision tower and resampler train in the base's own tensors (TrainConfig::in_place) unless
-// --copies: then beside them, as the daemon trains while it serves the base model.
+// --copies: then beside them, as the daemon trains while it serves the base model. In place, each
+// config starts from the weights the configs before it trained (the timing does not depend on them).
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/arange.h>

@@ -10,7 +10,7 @@ of the frozen LLM, whose decoder layers are checkpointed (forward, recomputation
 the vision tower (recomputed under checkpointing unless --no-vision-recompute, as the baseline runs
 it) and the resampler trained in full (forward, input and weight gradients). Shapes are
 MiniCPM-o-2.6's (../shared/docs/minicpm-o-2_6.md): SigLIP 27 x 1152 / 4304 / 16 heads, resampler 64
-queries into 3584, Qwen2 28 x 3584 / 18944 / 28 + 4 heads of 128, vocabulary 151,666.
+queries into 3584, Qwen2 28 x 3584 / 18944 / 28 + 4 heads of 128, vocabulary 151,700.
 
     /usr/bin/python3 tests/bench/training_flops.py [--peak-tflops 989] [--no-vision-recompute]
 """
@@ -18,7 +18,7 @@ import argparse
 
 VISION = dict(layers=27, hidden=1152, inter=4304, patch_in=3 * 14 * 14, patches=1024)
 QUERIES, LLM_HIDDEN = 64, 3584
-LLM = dict(layers=28, hidden=3584, inter=18944, q_out=28 * 128, kv_out=4 * 128, vocab=151666)
+LLM = dict(layers=28, hidden=3584, inter=18944, q_out=28 * 128, kv_out=4 * 128, vocab=151700)
 LORA_R, LABELLED = 64, 100
 CONFIGS = {"T256_1img": (256, 1), "T512_1img": (512, 1), "T1024_10img": (1024, 10)}
 

@@ -8,7 +8,8 @@
 // No LibTorch here (nvcc compiles this file alone): raw device pointers, bf16 values passed as
 // void*, `stream` a cudaStream_t. model/fused_ops.h checks shapes, strides and alignment, and is
 // the API the model uses. Each function returns nullptr or the CUDA error of its launch.
-// Rounding matches the ATen ops they replace: each product rounded to bf16 where ATen rounds it.
+// Rounding matches the ATen ops they replace: each product rounded to bf16 where ATen rounds it
+// (sums, RMSNorm's and the GEMV's, are float32 in another order).
 #pragma once
 
 #include <cstdint>

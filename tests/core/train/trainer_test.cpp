@@ -369,6 +369,16 @@ TEST_F(TrainerTest, InPlaceTrainsTheBaseTensorsAsTheCopiesWould) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ((*resumed)->resumed_from(), 3);
   EXPECT_TRUE(fresh->params.get(name).equal(adapters[1].tensors.at(name)));
+
+  // A checkpoint that cannot be restored (its optimizer state cut short) leaves the base as it was.
+  const std::unique_ptr<model::LoadedModel> other = load();
+  c.output_dir = tmp_.file("broken");
+  fs::copy(tmp_.file("in_place"), c.output_dir, fs::copy_options::recursive);
+  for (const auto& entry : fs::directory_iterator(c.output_dir)) {
+    if (fs::exists(entry.path() / "optimizer.safetensors")) fs::resize_file(entry.path() / "optimizer.safetensors", 100);
+  }
+  EXPECT_FALSE(Trainer::create(*other, *builder_, train, {}, c).ok());
+  EXPECT_TRUE(other->params.get(name).equal(before));
 }
 
 TEST_F(TrainerTest, InvalidConfigsAreRefusedNamingTheField) {
