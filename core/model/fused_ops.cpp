@@ -99,7 +99,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 at::Tensor rope_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, int64_t heads,
                            int64_t kv_heads, at::Tensor& keys, at::Tensor& values, const at::Tensor& positions) {
   TORCH_CHECK(cos.dim() == 3 && sin.sizes() == cos.sizes(), "fused rope_into_cache: cos/sin must be [B, T, Dh]");
-  for (const at::Tensor* t : {&cos, &sin, &keys, &values}) {
+  for (const at::Tensor* t : std::array<const at::Tensor*, 4>{&cos, &sin, &keys, &values}) {
     TORCH_CHECK(t->scalar_type() == qkv.scalar_type() && t->device() == qkv.device(),
                 "fused rope_into_cache: cos, sin and the cache must be ", qkv.scalar_type(), " on ", qkv.device());
   }
