@@ -488,7 +488,7 @@ void Qwen2ForCausalLM::layer_inference(const Dims& d, const Layer& w, at::Tensor
   add_lora(qkv, h, w.qkv.lora_a, w.qkv.lora_b, scaling);
   add_segment_loras(qkv, h, w.segments, &SegmentLora::qkv, w.qkv_stacked, b);
   at::Tensor q, k, v;  // [B, heads, T, Dh]
-  if (fused && cache != nullptr && cache->write_positions.defined() && rope.cos.size(0) == b) {
+  if (!rope.signed_sin.defined()) {
     // One kernel: q and k rotated, k and v written into their cache slots.
     q = fused::rope_into_cache(qkv, rope.cos, rope.sin, d.heads, d.kv_heads, cache->keys[index],
                                cache->values[index], cache->write_positions)
@@ -546,8 +546,8 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& inputs_embeds,
   if (inference_ready_ && !dims_.options.training && !recording) {
     const bool fused = dims_.fusable && fused::applies(inputs_embeds);
     Rope rope{cos, sin, {}};
+    // The fused rotation writes a static cache and takes a table per batch row; else ATen's runs.
     if (!fused || cache == nullptr || !cache->write_positions.defined() || cos.size(0) != inputs_embeds.size(0)) {
-      // the ATen rotation runs (the fused one takes a table per batch row)
       const int64_t half = dims_.head_dim / 2;
       rope.signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
     }

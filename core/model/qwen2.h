@@ -157,7 +157,8 @@ class Qwen2ForCausalLM {
     bool fusable = false;  // sizes the fused CUDA kernels take (model/fused_ops.h)
   };
   // RoPE's tables for the inference way, [B, T, Dh] in the activations' dtype: cos and sin, and
-  // [-sin, sin] over the two halves where the rotation runs as ATen ops (undefined otherwise).
+  // [-sin, sin] over the two halves where the rotation runs as ATen ops; undefined signed_sin means
+  // the fused kernel rotates q and k and writes the static cache (hidden_states decides once).
   struct Rope {
     at::Tensor cos, sin, signed_sin;
   };
